@@ -1,0 +1,53 @@
+//! The one place that reads wall-clock time.
+//!
+//! Everything else in hookway takes `now` as a value, so signing, verifying
+//! and retry decisions are deterministic and tests need no sleeps. The
+//! convenience methods that read the clock (`Verifier::verify`,
+//! `Event::new`, …) go through [`SystemClock`].
+
+use time::OffsetDateTime;
+
+/// A source of the current time.
+///
+/// Implement it to drive hookway from a fake clock in tests, or pass `now`
+/// directly to the `*_at` methods.
+pub trait Clock {
+    /// The current time, in UTC.
+    fn now(&self) -> OffsetDateTime;
+}
+
+/// The system's wall clock.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    #[allow(clippy::disallowed_methods)] // the one place that reads the clock
+    fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+}
+
+impl<C: Clock + ?Sized> Clock for &C {
+    fn now(&self) -> OffsetDateTime {
+        (**self).now()
+    }
+}
+
+/// A clock that always answers the same instant; useful in tests and
+/// examples.
+///
+/// ```
+/// use hookway::clock::{Clock, FixedClock};
+/// use time::macros::datetime;
+///
+/// let clock = FixedClock(datetime!(2021-02-25 15:02:10 UTC));
+/// assert_eq!(clock.now().unix_timestamp(), 1614265330);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FixedClock(pub OffsetDateTime);
+
+impl Clock for FixedClock {
+    fn now(&self) -> OffsetDateTime {
+        self.0
+    }
+}

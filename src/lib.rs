@@ -1,0 +1,38 @@
+#![doc = include_str!("../README.md")]
+//!
+//! # Where things are
+//!
+//! - [`event`]: the envelope ([`Event`], [`MessageId`], [`EventType`],
+//!   [`EventFilter`]).
+//! - [`secret`]: key material ([`Secret`], [`Keyring`]) and which constructor
+//!   fits which provider.
+//! - [`scheme`]: every supported signature layout ([`Scheme`]).
+//! - [`Signer`] and [`Verifier`]: the two sides; [`error`] for what can go
+//!   wrong.
+//! - [`retry`]: [`RetryPolicy`](retry::RetryPolicy) and the classification of
+//!   delivery attempts into an [`Outcome`](retry::Outcome).
+//! - [`clock`]: the one place that reads wall time.
+//!
+//! `Signer` and `Verifier` share their names with RustCrypto's `signature`
+//! traits; if you use both, refer to these as `hookway::Signer` and
+//! `hookway::Verifier`.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod clock;
+pub mod error;
+pub mod event;
+mod random;
+pub mod retry;
+pub mod scheme;
+pub mod secret;
+mod sign;
+mod verify;
+
+pub use error::{KeyError, SignError, VerifyError};
+pub use event::{Event, EventFilter, EventType, MessageId};
+pub use scheme::{Algorithm, Encoding, Scheme};
+pub use secret::{Key, Keyring, Secret};
+pub use sign::{SignEventError, Signer};
+pub use verify::{Verified, Verifier, DEFAULT_TOLERANCE};
