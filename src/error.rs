@@ -165,6 +165,10 @@ pub enum SchemeError {
     /// A header name is not a valid HTTP header name.
     #[error("invalid header name {0:?}")]
     InvalidHeaderName(String),
+    /// Two roles (signature, timestamp, id) were given the same header, so
+    /// one value would overwrite the other.
+    #[error("header {0:?} is used for two purposes")]
+    DuplicateHeader(String),
     /// A prefix, version or key text that cannot appear in a header value,
     /// or that would make the header ambiguous.
     #[error("invalid {what} {value:?}: {reason}")]

@@ -44,13 +44,18 @@ fn rejecting_a_bad_signature_allocates_nothing() {
         .unwrap();
     headers.insert(
         "webhook-signature",
-        "v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".parse().unwrap(),
+        "v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+            .parse()
+            .unwrap(),
     );
     let mut err = None;
     let info = allocation_counter::measure(|| {
         err = verifier.verify_at(&headers, b"{}", now).err();
     });
-    assert!(matches!(err, Some(hookway::VerifyError::NoMatchingSignature)));
+    assert!(matches!(
+        err,
+        Some(hookway::VerifyError::NoMatchingSignature)
+    ));
     assert_eq!(info.count_total, 0);
 }
 

@@ -1004,6 +1004,18 @@ fn sensitive(text: String) -> HeaderValue {
     value
 }
 
+/// Refuses a scheme whose roles share a header (names compare
+/// case-insensitively, as `HeaderName` stores them lowercased).
+fn distinct(names: &[Option<&HeaderName>]) -> Result<(), SchemeError> {
+    let names: Vec<&HeaderName> = names.iter().flatten().copied().collect();
+    for (i, a) in names.iter().enumerate() {
+        if names[i + 1..].contains(a) {
+            return Err(SchemeError::DuplicateHeader(a.as_str().to_owned()));
+        }
+    }
+    Ok(())
+}
+
 /// Checks a prefix, key or version text for use inside a header value.
 fn check_text(
     what: &'static str,
@@ -1097,16 +1109,19 @@ impl HmacHeaderBuilder {
 
     /// The scheme, or the first invalid setting.
     pub fn build(self) -> Result<Scheme, SchemeError> {
+        let header = self.header?;
+        let id_header = self.common.id_header?;
+        distinct(&[Some(&header), id_header.as_ref()])?;
         Ok(Scheme {
             name: "custom",
             kind: Kind::Body {
-                header: self.header?,
+                header,
                 prefix: self.prefix?.into(),
                 alg: self.alg,
                 enc: self.enc,
             },
             secrets: self.common.secrets,
-            id_header: self.common.id_header?,
+            id_header,
             secret_prefix: "",
         })
     }
@@ -1166,10 +1181,13 @@ impl TimestampedBuilder {
                 reason: "must differ from the timestamp key",
             });
         }
+        let header = self.header?;
+        let id_header = self.common.id_header?;
+        distinct(&[Some(&header), id_header.as_ref()])?;
         Ok(Scheme {
             name: "custom",
             kind: Kind::Stamped {
-                header: self.header?,
+                header,
                 ts_key,
                 sig_key,
                 sep: self.sep,
@@ -1178,7 +1196,7 @@ impl TimestampedBuilder {
                 multiple: self.multiple,
             },
             secrets: self.common.secrets,
-            id_header: self.common.id_header?,
+            id_header,
             secret_prefix: "",
         })
     }
@@ -1215,18 +1233,22 @@ impl SplitBuilder {
 
     /// The scheme, or the first invalid setting.
     pub fn build(self) -> Result<Scheme, SchemeError> {
+        let sig_header = self.sig_header?;
+        let ts_header = self.ts_header?;
+        let id_header = self.common.id_header?;
+        distinct(&[Some(&sig_header), Some(&ts_header), id_header.as_ref()])?;
         Ok(Scheme {
             name: "custom",
             kind: Kind::Split {
-                sig_header: self.sig_header?,
-                ts_header: self.ts_header?,
+                sig_header,
+                ts_header,
                 version: self.version?,
                 sep: self.sep,
                 alg: self.alg,
                 enc: self.enc,
             },
             secrets: self.common.secrets,
-            id_header: self.common.id_header?,
+            id_header,
             secret_prefix: "",
         })
     }
