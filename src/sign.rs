@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 
 use crate::error::{JsonError, KeyError, SignError};
 use crate::event::{Event, MessageId};
-use crate::scheme::Scheme;
+use crate::scheme::{KeySet, Scheme};
 use crate::secret::Keyring;
 
 /// Produces the headers that sign one message under a scheme.
@@ -36,7 +36,7 @@ use crate::secret::Keyring;
 #[derive(Clone)]
 pub struct Signer {
     scheme: Scheme,
-    keys: Keyring,
+    keys: KeySet,
 }
 
 impl Signer {
@@ -47,7 +47,10 @@ impl Signer {
     pub fn new(scheme: Scheme, keys: impl Into<Keyring>) -> Result<Self, KeyError> {
         let keys = keys.into();
         scheme.check_keys(&keys, true)?;
-        Ok(Self { scheme, keys })
+        Ok(Self {
+            keys: KeySet::new(&scheme, keys),
+            scheme,
+        })
     }
 
     /// The scheme.
@@ -57,7 +60,7 @@ impl Signer {
 
     /// The keys.
     pub fn keys(&self) -> &Keyring {
-        &self.keys
+        self.keys.keyring()
     }
 
     /// The headers that sign `body` as message `id` at `timestamp`. Keys
@@ -116,7 +119,7 @@ impl fmt::Debug for Signer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Signer")
             .field("scheme", &self.scheme.name())
-            .field("keys", &self.keys)
+            .field("keys", self.keys.keyring())
             .finish()
     }
 }

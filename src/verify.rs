@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{JsonError, KeyError, VerifyError};
 use crate::event::Event;
-use crate::scheme::Scheme;
+use crate::scheme::{KeySet, Scheme};
 use crate::secret::Keyring;
 
 /// The default timestamp tolerance: five minutes either way, as Standard
@@ -42,7 +42,7 @@ pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(5 * 60);
 #[derive(Clone)]
 pub struct Verifier {
     scheme: Scheme,
-    keys: Keyring,
+    keys: KeySet,
     tolerance: Duration,
 }
 
@@ -56,8 +56,8 @@ impl Verifier {
         let keys = keys.into();
         scheme.check_keys(&keys, false)?;
         Ok(Self {
+            keys: KeySet::new(&scheme, keys),
             scheme,
-            keys,
             tolerance: DEFAULT_TOLERANCE,
         })
     }
@@ -82,7 +82,7 @@ impl Verifier {
 
     /// The keys.
     pub fn keys(&self) -> &Keyring {
-        &self.keys
+        self.keys.keyring()
     }
 
     /// Verifies against the system clock.
@@ -141,7 +141,7 @@ impl fmt::Debug for Verifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Verifier")
             .field("scheme", &self.scheme.name())
-            .field("keys", &self.keys)
+            .field("keys", self.keys.keyring())
             .field("tolerance", &self.tolerance)
             .finish()
     }

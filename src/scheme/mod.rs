@@ -95,6 +95,45 @@ pub mod header {
 #[cfg(feature = "ed25519")]
 const MAX_ED25519_ENTRIES: usize = 16;
 
+/// A keyring prepared for one scheme: each HMAC secret's keyed MAC state,
+/// computed once, beside the keys themselves.
+#[derive(Clone)]
+pub(crate) struct KeySet {
+    keys: Keyring,
+    macs: Vec<Option<mac::KeyedMac>>,
+}
+
+impl KeySet {
+    pub(crate) fn new(scheme: &Scheme, keys: Keyring) -> Self {
+        let alg = scheme.algorithm();
+        let macs = keys
+            .keys()
+            .map(|(key, _)| {
+                key.as_hmac()
+                    .and_then(|s| mac::KeyedMac::new(alg, s.expose_bytes()))
+            })
+            .collect();
+        Self { keys, macs }
+    }
+
+    pub(crate) fn keyring(&self) -> &Keyring {
+        &self.keys
+    }
+
+    /// The keys active at `now`, each with its prepared MAC if it is an
+    /// HMAC secret.
+    fn active(
+        &self,
+        now: OffsetDateTime,
+    ) -> impl Iterator<Item = (&Key, Option<&mac::KeyedMac>)> + '_ {
+        self.keys
+            .keys()
+            .zip(&self.macs)
+            .filter(move |((_, expires), _)| expires.is_none_or(|t| now < t))
+            .map(|((key, _), mac)| (key, mac.as_ref()))
+    }
+}
+
 /// A signature scheme. See the [module docs](self) for the presets.
 ///
 /// ```
@@ -371,6 +410,13 @@ impl Scheme {
         }
     }
 
+    fn algorithm(&self) -> Algorithm {
+        match &self.kind {
+            Kind::Standard { .. } => Algorithm::Sha256,
+            Kind::Body { alg, .. } | Kind::Stamped { alg, .. } | Kind::Split { alg, .. } => *alg,
+        }
+    }
+
     /// The scheme's name, for messages (`"Standard Webhooks"`, `"Stripe"`,
     /// `"custom"`, …).
     pub fn name(&self) -> &'static str {
@@ -481,7 +527,7 @@ impl Scheme {
     /// scheme's headers.
     pub(crate) fn sign(
         &self,
-        keys: &Keyring,
+        keys: &KeySet,
         id: &str,
         timestamp: OffsetDateTime,
         body: &[u8],
@@ -496,22 +542,25 @@ impl Scheme {
         let active = || keys.active(timestamp);
         let primary = || {
             active()
-                .find_map(Key::as_hmac)
+                .find_map(|(_, mac)| mac)
                 .ok_or(SignError::NoActiveKey)
         };
         let mut value = String::new();
         match &self.kind {
             Kind::Standard { svix_names } => {
                 let parts: [&[u8]; 5] = [id.as_bytes(), b".", ts, b".", body];
-                for key in active() {
+                for (key, keyed) in active() {
                     let start = value.len();
                     if start > 0 {
                         value.push(' ');
                     }
                     match key {
-                        Key::Hmac(secret) => {
-                            let sig =
-                                mac::compute(Algorithm::Sha256, secret.expose_bytes(), &parts);
+                        Key::Hmac(_) => {
+                            let Some(keyed) = keyed else {
+                                value.truncate(start);
+                                continue;
+                            };
+                            let sig = keyed.compute(&parts);
                             value.push_str("v1,");
                             mac::encode(Encoding::Base64, sig.as_bytes(), &mut value);
                         }
@@ -549,10 +598,10 @@ impl Scheme {
             Kind::Body {
                 header,
                 prefix,
-                alg,
+                alg: _,
                 enc,
             } => {
-                let sig = mac::compute(*alg, primary()?.expose_bytes(), &[body]);
+                let sig = primary()?.compute(&[body]);
                 value.push_str(prefix);
                 mac::encode(*enc, sig.as_bytes(), &mut value);
                 out.insert(header.clone(), sensitive(value));
@@ -562,7 +611,7 @@ impl Scheme {
                 ts_key,
                 sig_key,
                 sep,
-                alg,
+                alg: _,
                 enc,
                 multiple,
             } => {
@@ -571,11 +620,11 @@ impl Scheme {
                 value.push('=');
                 value.push_str(&unix.to_string());
                 let mut signed = false;
-                for key in active() {
-                    let Some(secret) = key.as_hmac() else {
+                for (_, keyed) in active() {
+                    let Some(keyed) = keyed else {
                         continue;
                     };
-                    let sig = mac::compute(*alg, secret.expose_bytes(), &parts);
+                    let sig = keyed.compute(&parts);
                     value.push(',');
                     value.push_str(sig_key);
                     value.push('=');
@@ -595,12 +644,12 @@ impl Scheme {
                 ts_header,
                 version,
                 sep,
-                alg,
+                alg: _,
                 enc,
             } => {
                 let sep = std::slice::from_ref(sep);
                 let parts: [&[u8]; 5] = [version.as_bytes(), sep, ts, sep, body];
-                let sig = mac::compute(*alg, primary()?.expose_bytes(), &parts);
+                let sig = primary()?.compute(&parts);
                 value.push_str(version);
                 value.push('=');
                 mac::encode(*enc, sig.as_bytes(), &mut value);
@@ -618,7 +667,7 @@ impl Scheme {
     /// borrow from the headers.
     pub(crate) fn verify<'a>(
         &self,
-        keys: &Keyring,
+        keys: &KeySet,
         tolerance: Duration,
         now: OffsetDateTime,
         headers: &'a HeaderMap,
@@ -635,7 +684,7 @@ impl Scheme {
             Kind::Body {
                 header,
                 prefix,
-                alg,
+                alg: _,
                 enc,
             } => {
                 let id = self.optional_id(headers)?;
@@ -654,7 +703,7 @@ impl Scheme {
                         reason: "no signature in the expected format",
                     });
                 }
-                ctx.match_hmac(*alg, &[body], || candidates().map(|c| (true, c)), *enc)?;
+                ctx.match_hmac(&[body], || candidates().map(|c| (true, c)), *enc)?;
                 Ok(Verified::new(id, None, body))
             }
             Kind::Stamped {
@@ -662,7 +711,7 @@ impl Scheme {
                 ts_key,
                 sig_key,
                 sep,
-                alg,
+                alg: _,
                 enc,
                 ..
             } => {
@@ -702,7 +751,6 @@ impl Scheme {
                 ctx.check_age(ts)?;
                 let parts: [&[u8]; 3] = [ts_raw, std::slice::from_ref(sep), body];
                 ctx.match_hmac(
-                    *alg,
                     &parts,
                     || items().map(|(k, v)| (k == sig_key.as_bytes(), v)),
                     *enc,
@@ -714,7 +762,7 @@ impl Scheme {
                 ts_header,
                 version,
                 sep,
-                alg,
+                alg: _,
                 enc,
             } => {
                 let id = self.optional_id(headers)?;
@@ -734,7 +782,7 @@ impl Scheme {
                         Some((&v[..eq] == version.as_bytes(), &v[eq + 1..]))
                     })
                 };
-                ctx.match_hmac(*alg, &parts, entries, *enc)?;
+                ctx.match_hmac(&parts, entries, *enc)?;
                 Ok(Verified::new(id, Some(ts), body))
             }
         }
@@ -752,7 +800,7 @@ impl Scheme {
 }
 
 struct Ctx<'k, 'h> {
-    keys: &'k Keyring,
+    keys: &'k KeySet,
     tolerance: Duration,
     now: OffsetDateTime,
     headers: &'h HeaderMap,
@@ -786,7 +834,6 @@ impl Ctx<'_, '_> {
     /// many entries a header holds.
     fn match_hmac<'v, I>(
         &self,
-        alg: Algorithm,
         parts: &[&[u8]],
         candidates: impl Fn() -> I,
         enc: Encoding,
@@ -796,9 +843,9 @@ impl Ctx<'_, '_> {
     {
         let mut any_key = false;
         let mut supported = false;
-        for key in self.keys.active(self.now) {
+        for (_, keyed) in self.keys.active(self.now) {
             any_key = true;
-            let Some(secret) = key.as_hmac() else {
+            let Some(keyed) = keyed else {
                 continue;
             };
             let mut expected = None;
@@ -810,8 +857,7 @@ impl Ctx<'_, '_> {
                 let Some(received) = mac::decode(enc, text) else {
                     continue;
                 };
-                let expected =
-                    expected.get_or_insert_with(|| mac::compute(alg, secret.expose_bytes(), parts));
+                let expected = expected.get_or_insert_with(|| keyed.compute(parts));
                 if expected.matches(received.as_bytes()) {
                     return Ok(());
                 }
@@ -902,7 +948,6 @@ fn verify_standard_set<'a>(
     };
     let verified = Verified::new(Some(id), Some(ts), body);
     let hmac = ctx.match_hmac(
-        Algorithm::Sha256,
         &parts,
         || entries().map(|(v, sig)| (v == b"v1", sig)),
         Encoding::Base64,
@@ -916,7 +961,7 @@ fn verify_standard_set<'a>(
         #[cfg(feature = "ed25519")]
         Err(hmac_error) => {
             let mut supported = matches!(hmac_error, VerifyError::NoMatchingSignature);
-            for key in ctx.keys.active(ctx.now) {
+            for (key, _) in ctx.keys.active(ctx.now) {
                 let public = match key {
                     Key::Hmac(_) => continue,
                     Key::Ed25519Secret(k) => k.0.verifying_key(),
