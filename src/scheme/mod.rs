@@ -31,6 +31,7 @@ mod mac;
 
 use std::time::Duration;
 
+use http::header::GetAll;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use time::OffsetDateTime;
 
@@ -892,14 +893,18 @@ const SVIX_NAMES: NameSet = NameSet {
 
 fn verify_standard<'a>(ctx: &Ctx<'_, 'a>, body: &'a [u8]) -> Result<Verified<'a>, VerifyError> {
     // Use whichever header set is complete, so a stray header of the other
-    // set neither breaks nor hides a valid request.
+    // set neither breaks nor hides a valid request. Each name is looked up
+    // once.
     let mut first_error = None;
-    for set in [&WEBHOOK_NAMES, &SVIX_NAMES] {
+    let mut present = [0; 2];
+    for (i, set) in [&WEBHOOK_NAMES, &SVIX_NAMES].into_iter().enumerate() {
         let h = ctx.headers;
-        if !(h.contains_key(&set.id) && h.contains_key(&set.ts) && h.contains_key(&set.sig)) {
+        let found = [h.get_all(&set.id), h.get_all(&set.ts), h.get_all(&set.sig)];
+        present[i] = found.iter().filter(|v| v.iter().next().is_some()).count();
+        if present[i] < 3 {
             continue;
         }
-        match verify_standard_set(ctx, set, body) {
+        match verify_standard_set(ctx, set, &found, body) {
             Ok(v) => return Ok(v),
             Err(e) => {
                 first_error.get_or_insert(e);
@@ -909,13 +914,7 @@ fn verify_standard<'a>(ctx: &Ctx<'_, 'a>, body: &'a [u8]) -> Result<Verified<'a>
     if let Some(e) = first_error {
         return Err(e);
     }
-    let present = |set: &NameSet| {
-        [&set.id, &set.ts, &set.sig]
-            .into_iter()
-            .filter(|n| ctx.headers.contains_key(*n))
-            .count()
-    };
-    let set = if present(&SVIX_NAMES) > present(&WEBHOOK_NAMES) {
+    let set = if present[1] > present[0] {
         &SVIX_NAMES
     } else {
         &WEBHOOK_NAMES
@@ -930,16 +929,16 @@ fn verify_standard<'a>(ctx: &Ctx<'_, 'a>, body: &'a [u8]) -> Result<Verified<'a>
 fn verify_standard_set<'a>(
     ctx: &Ctx<'_, 'a>,
     set: &NameSet,
+    [id, ts, sig]: &[GetAll<'a, HeaderValue>; 3],
     body: &'a [u8],
 ) -> Result<Verified<'a>, VerifyError> {
-    let headers = ctx.headers;
-    let id = parse_id(&set.id, single(headers, &set.id)?)?;
-    let ts_raw = single(headers, &set.ts)?;
+    let id = parse_id(&set.id, single_value(&set.id, id)?)?;
+    let ts_raw = single_value(&set.ts, ts)?;
     let ts = parse_timestamp(&set.ts, ts_raw)?;
     ctx.check_age(ts)?;
     let parts: [&[u8]; 5] = [id.as_bytes(), b".", ts_raw, b".", body];
     let entries = || {
-        headers.get_all(&set.sig).iter().flat_map(|v| {
+        sig.iter().flat_map(|v| {
             v.as_bytes().split(|b| *b == b' ').filter_map(|entry| {
                 let comma = entry.iter().position(|b| *b == b',')?;
                 Some((&entry[..comma], &entry[comma + 1..]))
@@ -999,7 +998,14 @@ fn verify_ed25519(key: &ed25519_dalek::VerifyingKey, parts: &[&[u8]], text: &[u8
 
 /// The one value of a header that must appear exactly once.
 fn single<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<&'a [u8], VerifyError> {
-    let mut values = headers.get_all(name).iter();
+    single_value(name, &headers.get_all(name))
+}
+
+fn single_value<'a>(
+    name: &HeaderName,
+    values: &GetAll<'a, HeaderValue>,
+) -> Result<&'a [u8], VerifyError> {
+    let mut values = values.iter();
     let first = values
         .next()
         .ok_or_else(|| VerifyError::MissingHeader(name.clone()))?;
