@@ -538,8 +538,10 @@ impl Scheme {
         if unix < 0 {
             return Err(SignError::TimestampBeforeEpoch);
         }
-        let ts = unix.to_string();
-        let ts = ts.as_bytes();
+        // Formatted once: the header value and the signed bytes are the same
+        // digits.
+        let ts_value = HeaderValue::from(unix);
+        let ts = ts_value.as_bytes();
         let active = || keys.active(timestamp);
         let primary = || {
             active()
@@ -593,7 +595,7 @@ impl Scheme {
                     )
                 };
                 out.insert(id_name, header_value(id.to_owned()));
-                out.insert(ts_name, HeaderValue::from(unix));
+                out.insert(ts_name, ts_value.clone());
                 out.insert(sig_name, sensitive(value));
             }
             Kind::Body {
@@ -619,7 +621,7 @@ impl Scheme {
                 let parts: [&[u8]; 3] = [ts, std::slice::from_ref(sep), body];
                 value.push_str(ts_key);
                 value.push('=');
-                value.push_str(&unix.to_string());
+                value.push_str(ts_value.to_str().unwrap_or_default());
                 let mut signed = false;
                 for (_, keyed) in active() {
                     let Some(keyed) = keyed else {
@@ -654,7 +656,7 @@ impl Scheme {
                 value.push_str(version);
                 value.push('=');
                 mac::encode(*enc, sig.as_bytes(), &mut value);
-                out.insert(ts_header.clone(), HeaderValue::from(unix));
+                out.insert(ts_header.clone(), ts_value.clone());
                 out.insert(sig_header.clone(), sensitive(value));
             }
         }
