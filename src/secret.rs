@@ -17,7 +17,7 @@
 //! the wrong kind reaches a scheme (a `whsec_` literal for Standard Webhooks,
 //! or a base64-decoded secret for Stripe), building the
 //! [`Signer`](crate::Signer) or [`Verifier`](crate::Verifier) fails with
-//! [`KeyError::WrongSecretKind`] instead of silently using the wrong key.
+//! [`KeyError::WrongSecretKind`](crate::KeyError::WrongSecretKind) instead of silently using the wrong key.
 
 use std::fmt;
 
