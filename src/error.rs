@@ -60,6 +60,11 @@ pub enum VerifyError {
     /// Every key in the keyring has expired.
     #[error("no active key to verify with")]
     NoActiveKey,
+    /// The signature is valid, but the envelope's `id` differs from the
+    /// signed message id in the headers. De-duplication keys on one id, so
+    /// the two must agree.
+    #[error("the body's id differs from the signed message id")]
+    IdMismatch,
     /// The signature is valid but the body is not the JSON expected.
     #[error("invalid body: {0}")]
     InvalidBody(#[source] JsonError),
@@ -67,12 +72,12 @@ pub enum VerifyError {
 
 impl VerifyError {
     /// The HTTP status a receiver should answer with: 400 for a body that is
-    /// not the expected JSON, 500 for a keyring with no active key (a
+    /// not the expected JSON (or whose id contradicts the headers), 500 for a keyring with no active key (a
     /// configuration problem on the receiving side, so the sender retries),
     /// 401 otherwise.
     pub fn status(&self) -> http::StatusCode {
         match self {
-            Self::InvalidBody(_) => http::StatusCode::BAD_REQUEST,
+            Self::InvalidBody(_) | Self::IdMismatch => http::StatusCode::BAD_REQUEST,
             Self::NoActiveKey => http::StatusCode::INTERNAL_SERVER_ERROR,
             _ => http::StatusCode::UNAUTHORIZED,
         }

@@ -120,11 +120,9 @@ impl SplitMix64 {
     /// [`RandomState`](std::collections::hash_map::RandomState), which the
     /// standard library keys per process and varies per instance.
     pub fn from_entropy() -> Self {
-        let seed = getrandom::u64().unwrap_or_else(|_| {
-            use std::hash::BuildHasher;
-            std::collections::hash_map::RandomState::new().hash_one(0x686f_6f6b_u64)
-        });
-        Self::from_seed(seed)
+        let mut seed = [0u8; 8];
+        crate::random::fill(&mut seed);
+        Self::from_seed(u64::from_le_bytes(seed))
     }
 }
 
@@ -284,7 +282,7 @@ enum StatusRule {
 /// else, including the obsolete RFC 850 and asctime date forms, is ignored. A
 /// date in the past means "now". The value is clamped to
 /// [`max_retry_after`](Self::with_max_retry_after), so a receiver cannot park
-/// a delivery for days. A 429 or a timeout always waits at least the
+/// a delivery for days. A 429, a 408 or a timeout always waits at least the
 /// [`throttle_floor`](Self::with_throttle_floor).
 ///
 /// # Default
@@ -373,10 +371,11 @@ impl Classifier {
         self
     }
 
-    /// The shortest wait after a 429 or a timeout. Default: 5 seconds.
+    /// The shortest wait after a 429, a 408 or a timeout. Default: 5 seconds.
     ///
-    /// Both mean the receiver is struggling: a 429 says so outright, and a
-    /// timed-out request may still be running there. Retrying at once adds
+    /// All mean the receiver is struggling: a 429 says so outright, and a
+    /// timed-out request (ours, or the 408 the receiver reports) may still be
+    /// running there. Retrying at once adds
     /// load when it hurts most, and after a timeout may process the same
     /// message twice concurrently. The floor applies even when the schedule
     /// says "immediately" or `Retry-After` says 0; it is not clamped by
@@ -436,7 +435,9 @@ impl Classifier {
         match rule {
             StatusRule::Retryable => {
                 let requested = retry_after(headers, now).map(|d| d.min(self.max_retry_after));
-                let not_before = if status == StatusCode::TOO_MANY_REQUESTS {
+                let throttled = status == StatusCode::TOO_MANY_REQUESTS
+                    || status == StatusCode::REQUEST_TIMEOUT;
+                let not_before = if throttled {
                     Some(requested.unwrap_or_default().max(self.throttle_floor))
                 } else {
                     requested
@@ -1869,9 +1870,9 @@ mod tests {
             not_before(retry_after_outcome(&c, too_many, "garbage")),
             Some(secs(5))
         );
-        // Other statuses have no floor.
+        // 408 is a timeout too; other statuses have no floor.
+        assert_eq!(not_before(classify(408)), Some(secs(5)));
         assert_eq!(not_before(classify(503)), None);
-        assert_eq!(not_before(classify(408)), None);
 
         let c = Classifier::new().with_throttle_floor(secs(30));
         assert_eq!(

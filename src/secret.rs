@@ -120,9 +120,6 @@ pub enum SecretKind {
 pub struct Secret {
     bytes: Zeroizing<Box<[u8]>>,
     kind: SecretKind,
-    /// For `Literal` secrets: whether the text starts with `whsec_`, the mark
-    /// of a string that Standard Webhooks would decode as base64.
-    literal_whsec: bool,
 }
 
 impl Secret {
@@ -138,22 +135,30 @@ impl Secret {
                 prefix: Self::WHSEC_PREFIX,
             },
         )?);
-        Self::build(&bytes, SecretKind::Base64, false)
+        Self::build(&bytes, SecretKind::Base64)
     }
 
     /// A secret whose key is the text's own bytes, as GitHub, Stripe (prefix
     /// included), Slack and Shopify use their secrets.
     pub fn literal(text: &str) -> Result<Self, SecretError> {
-        Self::build(
-            text.as_bytes(),
-            SecretKind::Literal,
-            text.starts_with(Self::WHSEC_PREFIX),
-        )
+        Self::build(text.as_bytes(), SecretKind::Literal)
+    }
+
+    /// Like [`literal`](Self::literal) but accepting any non-empty length,
+    /// for verifying senders that let their users choose short secrets
+    /// (GitHub accepts any; Hook0's documentation uses `secret`). Such keys
+    /// are weak: never generate or hand out one.
+    pub fn literal_weak(text: &str) -> Result<Self, SecretError> {
+        check_len(text.len(), 1)?;
+        Ok(Self {
+            bytes: Zeroizing::new(text.as_bytes().into()),
+            kind: SecretKind::Literal,
+        })
     }
 
     /// A secret from raw key bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, SecretError> {
-        Self::build(bytes, SecretKind::Bytes, false)
+        Self::build(bytes, SecretKind::Bytes)
     }
 
     /// A new random secret of [`GENERATED_SECRET_LEN`] bytes from the
@@ -172,15 +177,14 @@ impl Secret {
     pub fn try_generate() -> Result<Self, SecretError> {
         let mut bytes = Zeroizing::new([0u8; GENERATED_SECRET_LEN]);
         crate::random::fill_secure(&mut bytes[..]).map_err(|_| SecretError::Random)?;
-        Self::build(&bytes[..], SecretKind::Bytes, false)
+        Self::build(&bytes[..], SecretKind::Bytes)
     }
 
-    fn build(bytes: &[u8], kind: SecretKind, literal_whsec: bool) -> Result<Self, SecretError> {
-        check_len(bytes.len())?;
+    fn build(bytes: &[u8], kind: SecretKind) -> Result<Self, SecretError> {
+        check_len(bytes.len(), MIN_SECRET_LEN)?;
         Ok(Self {
             bytes: Zeroizing::new(bytes.into()),
             kind,
-            literal_whsec,
         })
     }
 
@@ -212,19 +216,12 @@ impl Secret {
         base64::engine::general_purpose::STANDARD.encode_string(&self.bytes[..], &mut out);
         out
     }
-
-    pub(crate) fn is_whsec_literal(&self) -> bool {
-        self.literal_whsec
-    }
 }
 
-fn check_len(len: usize) -> Result<(), SecretError> {
+fn check_len(len: usize, min: usize) -> Result<(), SecretError> {
     match len {
         0 => Err(SecretError::Empty),
-        n if n < MIN_SECRET_LEN => Err(SecretError::TooShort {
-            len: n,
-            min: MIN_SECRET_LEN,
-        }),
+        n if n < min => Err(SecretError::TooShort { len: n, min }),
         n if n > MAX_SECRET_LEN => Err(SecretError::TooLong {
             len: n,
             max: MAX_SECRET_LEN,
@@ -259,6 +256,7 @@ impl PartialEq for Secret {
 impl Eq for Secret {}
 
 #[cfg(feature = "ed25519")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ed25519")))]
 pub use self::ed25519::{Ed25519PublicKey, Ed25519SecretKey};
 
 #[cfg(feature = "ed25519")]
@@ -401,9 +399,11 @@ pub enum Key {
     Hmac(Secret),
     /// An Ed25519 signing key (Standard Webhooks `v1a`); also verifies.
     #[cfg(feature = "ed25519")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "ed25519")))]
     Ed25519Secret(Ed25519SecretKey),
     /// An Ed25519 public key (Standard Webhooks `v1a`); verifies only.
     #[cfg(feature = "ed25519")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "ed25519")))]
     Ed25519Public(Ed25519PublicKey),
 }
 
@@ -457,12 +457,14 @@ struct Entry {
 
 /// Several keys at once, for rotation without downtime.
 ///
-/// Keys are kept in the order added; the first active one is the *primary*,
-/// used by schemes whose header carries a single signature (GitHub, Slack,
-/// Shopify, …). Schemes that carry several (Standard Webhooks, Stripe) sign
-/// with every active key, and verification accepts a match with any active
-/// key. A key with an expiry keeps signing and verifying until then: the grace
-/// period of a rotated-out secret.
+/// Verification accepts a match with any active key. Schemes whose header
+/// carries several signatures (Standard Webhooks, Stripe, Convoy advanced)
+/// sign with every active key. Schemes with a single signature (GitHub,
+/// Slack, Shopify, Hook0, …) sign with one: the active key that expires
+/// soonest, so during a rotation the outgoing secret keeps signing until its
+/// grace period ends and the new one takes over after (receivers add the new
+/// secret within the grace period); among keys without expiry, the first
+/// added. A key with an expiry stops signing and verifying at that instant.
 ///
 /// ```
 /// use hookway::{Keyring, Secret};
@@ -614,10 +616,16 @@ mod tests {
     }
 
     #[test]
+    fn weak_literals_only_on_request() {
+        assert!(Secret::literal("secret").is_err());
+        assert_eq!(Secret::literal_weak("secret").unwrap().len(), 6);
+        assert_eq!(Secret::literal_weak(""), Err(SecretError::Empty));
+    }
+
+    #[test]
     fn literal_keeps_whsec_prefix_bytes() {
         let stripe = Secret::literal("whsec_abcdefghijklmnopqrstuvwx").unwrap();
         assert_eq!(stripe.expose_bytes(), b"whsec_abcdefghijklmnopqrstuvwx");
-        assert!(stripe.is_whsec_literal());
         assert_eq!(stripe.kind(), SecretKind::Literal);
     }
 

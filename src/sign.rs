@@ -89,6 +89,21 @@ impl Signer {
             .sign(&self.keys, id.as_str(), timestamp, body, headers)
     }
 
+    /// Serialises any payload to JSON and signs it as message `id`: for
+    /// envelopes other than hookway's, such as `{event_id, event_ts,
+    /// event_name, payload}`. Returns the body and the headers.
+    pub fn sign_json<T: Serialize + ?Sized>(
+        &self,
+        id: &MessageId,
+        timestamp: OffsetDateTime,
+        payload: &T,
+    ) -> Result<(Vec<u8>, HeaderMap), SignEventError> {
+        let body =
+            serde_json::to_vec(payload).map_err(|e| SignEventError::Serialize(JsonError(e)))?;
+        let headers = self.sign(id, timestamp, &body)?;
+        Ok((body, headers))
+    }
+
     /// Serialises `event` (the body) and signs it with its own id, at
     /// `timestamp`. Returns the body and the headers.
     pub fn sign_event<T: Serialize>(
@@ -96,14 +111,11 @@ impl Signer {
         event: &Event<T>,
         timestamp: OffsetDateTime,
     ) -> Result<(Vec<u8>, HeaderMap), SignEventError> {
-        let body =
-            serde_json::to_vec(event).map_err(|e| SignEventError::Serialize(JsonError(e)))?;
-        let headers = self.sign(&event.id, timestamp, &body)?;
-        Ok((body, headers))
+        self.sign_json(&event.id, timestamp, event)
     }
 }
 
-/// Why [`Signer::sign_event`] failed.
+/// Why [`Signer::sign_event`] or [`Signer::sign_json`] failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SignEventError {

@@ -116,13 +116,25 @@ impl Verifier {
     }
 
     /// Verifies as of `now`, then parses the body as an [`Event<T>`].
+    ///
+    /// When the headers carry a signed message id (Standard Webhooks), the
+    /// envelope's `id` must equal it, or the result is
+    /// [`VerifyError::IdMismatch`].
     pub fn verify_event_at<T: DeserializeOwned>(
         &self,
         headers: &HeaderMap,
         body: &[u8],
         now: OffsetDateTime,
     ) -> Result<Event<T>, VerifyError> {
-        self.verify_at(headers, body, now)?.json()
+        let verified = self.verify_at(headers, body, now)?;
+        let event: Event<T> = verified.json()?;
+        if verified
+            .signed_id()
+            .is_some_and(|id| id != event.id.as_str())
+        {
+            return Err(VerifyError::IdMismatch);
+        }
+        Ok(event)
     }
 
     /// Verifies against the system clock, then parses the body as any JSON
@@ -133,7 +145,17 @@ impl Verifier {
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<T, VerifyError> {
-        self.verify(headers, body)?.json()
+        self.verify_json_at(headers, body, SystemClock.now())
+    }
+
+    /// Verifies as of `now`, then parses the body as any JSON type.
+    pub fn verify_json_at<T: DeserializeOwned>(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<T, VerifyError> {
+        self.verify_at(headers, body, now)?.json()
     }
 }
 
@@ -151,14 +173,21 @@ impl fmt::Debug for Verifier {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Verified<'a> {
     id: Option<&'a str>,
+    id_signed: bool,
     timestamp: Option<i64>,
     body: &'a [u8],
 }
 
 impl<'a> Verified<'a> {
-    pub(crate) fn new(id: Option<&'a str>, timestamp: Option<i64>, body: &'a [u8]) -> Self {
+    pub(crate) fn new(
+        id: Option<&'a str>,
+        id_signed: bool,
+        timestamp: Option<i64>,
+        body: &'a [u8],
+    ) -> Self {
         Self {
             id,
+            id_signed,
             timestamp,
             body,
         }
@@ -169,6 +198,11 @@ impl<'a> Verified<'a> {
     /// `X-GitHub-Delivery`, …) are not.
     pub fn id(&self) -> Option<&'a str> {
         self.id
+    }
+
+    /// The message id if the signature covers it (Standard Webhooks).
+    pub fn signed_id(&self) -> Option<&'a str> {
+        self.id.filter(|_| self.id_signed)
     }
 
     /// The signed timestamp in Unix seconds, if the scheme has one.

@@ -724,6 +724,84 @@ fn interop_with_svix_crate() {
     sw_verifier().verify_at(&h, body, now).unwrap();
 }
 
+#[test]
+fn review_regressions() {
+    // Any literal secret is refused by Standard Webhooks, prefix or not.
+    let literal = Secret::literal("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+    assert!(matches!(
+        Verifier::new(Scheme::standard(), literal),
+        Err(KeyError::WrongSecretKind { .. })
+    ));
+
+    // An odd unsigned id header never fails a correctly signed request.
+    let secret = Secret::literal("It's a Secret to Everybody").unwrap();
+    let verifier = Verifier::new(Scheme::github(), secret).unwrap();
+    let expected = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+    let h = headers(&[
+        ("X-Hub-Signature-256", expected),
+        ("X-GitHub-Delivery", "a.b"),
+    ]);
+    let v = verifier.verify_at(&h, b"Hello, World!", SW_NOW).unwrap();
+    assert_eq!(v.id(), Some("a.b"));
+    assert_eq!(v.signed_id(), None);
+    let h = headers(&[
+        ("X-Hub-Signature-256", expected),
+        ("X-GitHub-Delivery", "1"),
+        ("X-GitHub-Delivery", "2"),
+    ]);
+    assert_eq!(
+        verifier
+            .verify_at(&h, b"Hello, World!", SW_NOW)
+            .unwrap()
+            .id(),
+        None
+    );
+}
+
+#[test]
+fn single_signature_schemes_sign_with_the_outgoing_key_during_its_grace() {
+    let new = Secret::literal("new-secret-0123456789").unwrap();
+    let old = Secret::literal("old-secret-0123456789").unwrap();
+    let cutoff = SW_NOW + time::Duration::hours(1);
+    let signer = Signer::new(
+        Scheme::github(),
+        Keyring::new(new.clone()).with_expiring(old.clone(), cutoff),
+    )
+    .unwrap();
+    let id: MessageId = "d1".parse().unwrap();
+    let old_only = Verifier::new(Scheme::github(), old).unwrap();
+    let new_only = Verifier::new(Scheme::github(), new).unwrap();
+    let h = signer.sign(&id, SW_NOW, b"{}").unwrap();
+    assert!(old_only.verify_at(&h, b"{}", SW_NOW).is_ok());
+    let later = cutoff + time::Duration::seconds(1);
+    let h = signer.sign(&id, later, b"{}").unwrap();
+    assert!(new_only.verify_at(&h, b"{}", later).is_ok());
+}
+
+#[test]
+fn event_id_must_match_the_signed_id() {
+    let secret = Secret::generate();
+    let signer = Signer::new(Scheme::standard(), secret.clone()).unwrap();
+    let verifier = Verifier::new(Scheme::standard(), secret).unwrap();
+    let event = hookway::Event::new_at(
+        hookway::EventType::from_static("ticket.created"),
+        serde_json::json!({}),
+        SW_NOW,
+    );
+    // Signed as another message id than the envelope's.
+    let (body, h) = signer
+        .sign_json(&"msg_other".parse().unwrap(), SW_NOW, &event)
+        .unwrap();
+    let err = verifier
+        .verify_event_at::<serde_json::Value>(&h, &body, SW_NOW)
+        .unwrap_err();
+    assert!(matches!(err, VerifyError::IdMismatch));
+    assert_eq!(err.status(), http::StatusCode::BAD_REQUEST);
+    // The untyped path still gives the body.
+    let any: serde_json::Value = verifier.verify_json_at(&h, &body, SW_NOW).unwrap();
+    assert_eq!(any["type"], "ticket.created");
+}
+
 #[cfg(feature = "ed25519")]
 mod v1a {
     use super::*;
@@ -795,6 +873,22 @@ mod v1a {
             hmac_receiver.verify_at(&v1a_only, b"{}", SW_NOW),
             Err(VerifyError::UnsupportedVersion)
         ));
+    }
+
+    #[test]
+    fn junk_v1a_entries_do_not_hide_a_valid_one() {
+        let sk = Ed25519SecretKey::generate();
+        let h = Signer::new(Scheme::standard(), Keyring::new(sk.clone()))
+            .unwrap()
+            .sign(&"msg_j".parse().unwrap(), SW_NOW, b"{}")
+            .unwrap();
+        let valid = h["webhook-signature"].to_str().unwrap().to_owned();
+        let mut junk = "v1a,!!! ".repeat(40);
+        junk.push_str(&valid);
+        let mut stuffed = h.clone();
+        stuffed.insert("webhook-signature", HeaderValue::from_str(&junk).unwrap());
+        let verifier = Verifier::new(Scheme::standard(), sk.public_key()).unwrap();
+        assert!(verifier.verify_at(&stuffed, b"{}", SW_NOW).is_ok());
     }
 
     #[test]

@@ -121,6 +121,30 @@ impl KeySet {
         &self.keys
     }
 
+    /// The key that signs under single-signature schemes: the active HMAC
+    /// key that expires soonest (the outgoing one during a rotation, so it
+    /// keeps signing through its grace period), the first such key on a tie,
+    /// keys without an expiry last.
+    fn primary(&self, now: OffsetDateTime) -> Option<&mac::KeyedMac> {
+        let mut best: Option<(Option<OffsetDateTime>, &mac::KeyedMac)> = None;
+        for ((_, expires), keyed) in self.keys.keys().zip(&self.macs) {
+            let Some(keyed) = keyed else { continue };
+            if expires.is_some_and(|t| now >= t) {
+                continue;
+            }
+            let sooner = match (best, expires) {
+                (None, _) => true,
+                (Some((Some(b), _)), Some(e)) => e < b,
+                (Some((None, _)), Some(_)) => true,
+                (Some(_), None) => false,
+            };
+            if sooner {
+                best = Some((expires, keyed));
+            }
+        }
+        best.map(|(_, keyed)| keyed)
+    }
+
     /// The keys active at `now`, each with its prepared MAC if it is an
     /// HMAC secret.
     fn active(
@@ -508,13 +532,11 @@ impl Scheme {
 
     fn check_secret(&self, secret: &Secret) -> Result<(), KeyError> {
         match (self.secrets, secret.kind()) {
-            (SecretFormat::Base64, SecretKind::Literal) if secret.is_whsec_literal() => {
-                Err(KeyError::WrongSecretKind {
-                    scheme: self.name,
-                    expected: "a base64 secret (whsec_…) decoded with Secret::base64",
-                    found: "a literal secret starting with whsec_; use Secret::base64 or Scheme::parse_secret",
-                })
-            }
+            (SecretFormat::Base64, SecretKind::Literal) => Err(KeyError::WrongSecretKind {
+                scheme: self.name,
+                expected: "a base64 secret (whsec_…) decoded with Secret::base64",
+                found: "a literal secret; use Secret::base64 or Scheme::parse_secret (or Secret::from_bytes for raw key bytes)",
+            }),
             (SecretFormat::Literal, SecretKind::Base64) => Err(KeyError::WrongSecretKind {
                 scheme: self.name,
                 expected: "a literal secret (the string's own bytes)",
@@ -543,11 +565,7 @@ impl Scheme {
         let ts_value = HeaderValue::from(unix);
         let ts = ts_value.as_bytes();
         let active = || keys.active(timestamp);
-        let primary = || {
-            active()
-                .find_map(|(_, mac)| mac)
-                .ok_or(SignError::NoActiveKey)
-        };
+        let primary = || keys.primary(timestamp).ok_or(SignError::NoActiveKey);
         let mut value = String::new();
         match &self.kind {
             Kind::Standard { svix_names } => {
@@ -690,7 +708,7 @@ impl Scheme {
                 alg: _,
                 enc,
             } => {
-                let id = self.optional_id(headers)?;
+                let id = self.optional_id(headers);
                 let values = headers.get_all(header);
                 if values.iter().next().is_none() {
                     return Err(VerifyError::MissingHeader(header.clone()));
@@ -707,7 +725,7 @@ impl Scheme {
                     });
                 }
                 ctx.match_hmac(&[body], || candidates().map(|c| (true, c)), *enc)?;
-                Ok(Verified::new(id, None, body))
+                Ok(Verified::new(id, false, None, body))
             }
             Kind::Stamped {
                 header,
@@ -718,7 +736,7 @@ impl Scheme {
                 enc,
                 ..
             } => {
-                let id = self.optional_id(headers)?;
+                let id = self.optional_id(headers);
                 let values = headers.get_all(header);
                 if values.iter().next().is_none() {
                     return Err(VerifyError::MissingHeader(header.clone()));
@@ -758,7 +776,7 @@ impl Scheme {
                     || items().map(|(k, v)| (k == sig_key.as_bytes(), v)),
                     *enc,
                 )?;
-                Ok(Verified::new(id, Some(ts), body))
+                Ok(Verified::new(id, false, Some(ts), body))
             }
             Kind::Split {
                 sig_header,
@@ -768,7 +786,7 @@ impl Scheme {
                 alg: _,
                 enc,
             } => {
-                let id = self.optional_id(headers)?;
+                let id = self.optional_id(headers);
                 let ts_raw = single(headers, ts_header)?;
                 let sig_values = headers.get_all(sig_header);
                 if sig_values.iter().next().is_none() {
@@ -786,19 +804,25 @@ impl Scheme {
                     })
                 };
                 ctx.match_hmac(&parts, entries, *enc)?;
-                Ok(Verified::new(id, Some(ts), body))
+                Ok(Verified::new(id, false, Some(ts), body))
             }
         }
     }
 
-    fn optional_id<'a>(&self, headers: &'a HeaderMap) -> Result<Option<&'a str>, VerifyError> {
-        let Some(name) = &self.id_header else {
-            return Ok(None);
+    /// The id from an unsigned id header (GitHub's `X-GitHub-Delivery`,
+    /// …). It is informational: a missing, repeated or odd value (not 1 to
+    /// 256 visible ASCII characters) gives `None` rather than failing a
+    /// correctly signed request.
+    fn optional_id<'a>(&self, headers: &'a HeaderMap) -> Option<&'a str> {
+        let name = self.id_header.as_ref()?;
+        let mut values = headers.get_all(name).iter();
+        let (Some(value), None) = (values.next(), values.next()) else {
+            return None;
         };
-        if !headers.contains_key(name) {
-            return Ok(None);
-        }
-        parse_id(name, single(headers, name)?).map(Some)
+        let id = value.to_str().ok()?;
+        let visible = (1..=crate::event::MAX_MESSAGE_ID_LEN).contains(&id.len())
+            && id.bytes().all(|b| b.is_ascii_graphic());
+        visible.then_some(id)
     }
 }
 
@@ -947,7 +971,7 @@ fn verify_standard_set<'a>(
             })
         })
     };
-    let verified = Verified::new(Some(id), Some(ts), body);
+    let verified = Verified::new(Some(id), true, Some(ts), body);
     let hmac = ctx.match_hmac(
         &parts,
         || entries().map(|(v, sig)| (v == b"v1", sig)),
@@ -968,10 +992,14 @@ fn verify_standard_set<'a>(
                     Key::Ed25519Secret(k) => k.0.verifying_key(),
                     Key::Ed25519Public(k) => k.0,
                 };
-                let v1a = entries().filter(|(v, _)| *v == b"v1a");
-                for (_, text) in v1a.take(MAX_ED25519_ENTRIES) {
+                // Only well-formed entries count towards the cap, so junk
+                // cannot push a valid signature out of reach.
+                let v1a = entries()
+                    .filter(|(v, _)| *v == b"v1a")
+                    .filter_map(|(_, text)| ed25519_signature(text));
+                for signature in v1a.take(MAX_ED25519_ENTRIES) {
                     supported = true;
-                    if verify_ed25519(&public, &parts, text) {
+                    if verify_ed25519(&public, &parts, &signature) {
                         return Ok(verified);
                     }
                 }
@@ -986,16 +1014,20 @@ fn verify_standard_set<'a>(
 }
 
 #[cfg(feature = "ed25519")]
-fn verify_ed25519(key: &ed25519_dalek::VerifyingKey, parts: &[&[u8]], text: &[u8]) -> bool {
+fn ed25519_signature(text: &[u8]) -> Option<ed25519_dalek::Signature> {
+    let decoded = mac::decode(Encoding::Base64, text)?;
+    let bytes = <&[u8; 64]>::try_from(decoded.as_bytes()).ok()?;
+    Some(ed25519_dalek::Signature::from_bytes(bytes))
+}
+
+#[cfg(feature = "ed25519")]
+fn verify_ed25519(
+    key: &ed25519_dalek::VerifyingKey,
+    parts: &[&[u8]],
+    signature: &ed25519_dalek::Signature,
+) -> bool {
     use ed25519_dalek::ed25519::signature::MultipartVerifier;
-    let Some(decoded) = mac::decode(Encoding::Base64, text) else {
-        return false;
-    };
-    let Ok(bytes) = <&[u8; 64]>::try_from(decoded.as_bytes()) else {
-        return false;
-    };
-    let signature = ed25519_dalek::Signature::from_bytes(bytes);
-    key.multipart_verify(parts, &signature).is_ok()
+    key.multipart_verify(parts, signature).is_ok()
 }
 
 /// The one value of a header that must appear exactly once.
