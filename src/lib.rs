@@ -11,6 +11,8 @@
 //!   wrong.
 //! - [`retry`]: [`RetryPolicy`](retry::RetryPolicy) and the classification of
 //!   delivery attempts into an [`Outcome`](retry::Outcome).
+//! - [`dispatch`]: the [`Dispatcher`](dispatch::Dispatcher) transport trait;
+//!   [`testing`] has a scripted one for tests.
 //! - [`clock`]: the one place that reads wall time.
 //!
 //! `Signer` and `Verifier` share their names with RustCrypto's `signature`
@@ -20,7 +22,12 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+/// Adapters to third-party HTTP stacks, each behind its own cargo feature.
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+pub mod adapters;
 pub mod clock;
+pub mod dispatch;
 pub mod error;
 pub mod event;
 mod random;
@@ -28,6 +35,7 @@ pub mod retry;
 pub mod scheme;
 pub mod secret;
 mod sign;
+pub mod testing;
 mod verify;
 
 pub use error::{KeyError, SignError, VerifyError};
