@@ -612,7 +612,7 @@ pub struct Event<T = serde_json::Value> {
     #[serde(rename = "type")]
     pub event_type: EventType,
     /// When it happened, in UTC.
-    #[serde(with = "utc_rfc3339")]
+    #[serde(with = "crate::serde_util::rfc3339")]
     pub timestamp: OffsetDateTime,
     /// The event's payload.
     pub data: T,
@@ -662,27 +662,6 @@ impl<T> Event<T> {
 fn to_utc_millis(t: OffsetDateTime) -> OffsetDateTime {
     let t = t.to_offset(UtcOffset::UTC);
     t.replace_millisecond(t.millisecond()).unwrap_or(t)
-}
-
-mod utc_rfc3339 {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use time::format_description::well_known::Rfc3339;
-    use time::{OffsetDateTime, UtcOffset};
-
-    pub fn serialize<S: Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
-        let text = t
-            .to_offset(UtcOffset::UTC)
-            .format(&Rfc3339)
-            .map_err(serde::ser::Error::custom)?;
-        s.serialize_str(&text)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<OffsetDateTime, D::Error> {
-        let text = std::borrow::Cow::<'de, str>::deserialize(d)?;
-        OffsetDateTime::parse(&text, &Rfc3339)
-            .map(|t| t.to_offset(UtcOffset::UTC))
-            .map_err(serde::de::Error::custom)
-    }
 }
 
 #[cfg(test)]

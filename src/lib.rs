@@ -27,6 +27,7 @@
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub mod adapters;
 pub mod clock;
+pub mod delivery;
 pub mod dispatch;
 pub mod error;
 pub mod event;
@@ -34,6 +35,7 @@ mod random;
 pub mod retry;
 pub mod scheme;
 pub mod secret;
+mod serde_util;
 mod sign;
 pub mod testing;
 mod verify;

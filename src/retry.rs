@@ -310,9 +310,9 @@ enum StatusRule {
 #[serde(default)]
 pub struct Classifier {
     status_rules: BTreeMap<u16, StatusRule>,
-    #[serde(with = "millis")]
+    #[serde(with = "crate::serde_util::millis")]
     max_retry_after: Duration,
-    #[serde(with = "millis")]
+    #[serde(with = "crate::serde_util::millis")]
     throttle_floor: Duration,
 }
 
@@ -564,15 +564,15 @@ impl Jitter {
 #[serde(rename_all = "snake_case")]
 enum Strategy {
     Fixed {
-        #[serde(with = "millis::vec")]
+        #[serde(with = "crate::serde_util::millis::vec")]
         delays: Vec<Duration>,
         repeat_last: bool,
     },
     Exponential {
-        #[serde(with = "millis")]
+        #[serde(with = "crate::serde_util::millis")]
         initial: Duration,
         factor: f64,
-        #[serde(with = "millis")]
+        #[serde(with = "crate::serde_util::millis")]
         max_delay: Duration,
         jitter: Jitter,
     },
@@ -697,7 +697,7 @@ pub enum RetryPolicyError {
 pub struct RetryPolicy {
     strategy: Strategy,
     max_attempts: Option<u32>,
-    #[serde(with = "millis::option")]
+    #[serde(with = "crate::serde_util::millis::option")]
     max_age: Option<Duration>,
 }
 
@@ -706,7 +706,7 @@ pub struct RetryPolicy {
 struct PolicyRepr {
     strategy: Strategy,
     max_attempts: Option<u32>,
-    #[serde(with = "millis::option", default)]
+    #[serde(with = "crate::serde_util::millis::option", default)]
     max_age: Option<Duration>,
 }
 
@@ -1961,53 +1961,5 @@ mod tests {
         let partial: Classifier =
             serde_json::from_str(r#"{"status_rules":{"404":"retryable"}}"#).unwrap();
         assert_eq!(partial, Classifier::new().retry_on(StatusCode::NOT_FOUND));
-    }
-}
-
-/// Durations in stored policies are whole milliseconds (`"initial": 5000`),
-/// readable in a database row and exact for every delay a webhook schedule
-/// uses; sub-millisecond parts are dropped when serialising.
-mod millis {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    fn to_ms(d: &Duration) -> u64 {
-        u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-    }
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(to_ms(d))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_millis)
-    }
-
-    pub mod vec {
-        use super::*;
-
-        pub fn serialize<S: Serializer>(v: &[Duration], s: S) -> Result<S::Ok, S::Error> {
-            s.collect_seq(v.iter().map(to_ms))
-        }
-
-        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
-            Vec::<u64>::deserialize(d).map(|v| v.into_iter().map(Duration::from_millis).collect())
-        }
-    }
-
-    pub mod option {
-        use super::*;
-
-        pub fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-            match v {
-                Some(d) => s.serialize_some(&to_ms(d)),
-                None => s.serialize_none(),
-            }
-        }
-
-        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-            Option::<u64>::deserialize(d).map(|v| v.map(Duration::from_millis))
-        }
     }
 }
