@@ -29,6 +29,7 @@ pub mod adapters;
 pub mod clock;
 pub mod delivery;
 pub mod dispatch;
+pub mod endpoint;
 pub mod error;
 pub mod event;
 mod random;
