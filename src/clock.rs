@@ -51,3 +51,51 @@ impl Clock for FixedClock {
         self.0
     }
 }
+
+/// A clock that tests move by hand; clones share the same time.
+///
+/// ```
+/// use std::time::Duration;
+/// use hookway::clock::{Clock, ManualClock};
+/// use time::macros::datetime;
+///
+/// let clock = ManualClock::new(datetime!(2026-01-01 0:00 UTC));
+/// let seen_by_engine = clock.clone();
+/// clock.advance(Duration::from_secs(60));
+/// assert_eq!(seen_by_engine.now(), datetime!(2026-01-01 0:01 UTC));
+/// ```
+#[derive(Clone, Debug)]
+pub struct ManualClock(std::sync::Arc<std::sync::Mutex<OffsetDateTime>>);
+
+impl ManualClock {
+    /// A clock showing `start`.
+    pub fn new(start: OffsetDateTime) -> Self {
+        Self(std::sync::Arc::new(std::sync::Mutex::new(start)))
+    }
+
+    /// Moves the clock forward by `by`.
+    pub fn advance(&self, by: std::time::Duration) {
+        let mut now = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *now = now.saturating_add(time::Duration::try_from(by).unwrap_or(time::Duration::MAX));
+    }
+
+    /// Sets the clock to `now`.
+    pub fn set(&self, now: OffsetDateTime) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = now;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> OffsetDateTime {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}

@@ -32,12 +32,16 @@ pub mod dispatch;
 pub mod endpoint;
 pub mod error;
 pub mod event;
+#[cfg(feature = "outbox")]
+#[cfg_attr(docsrs, doc(cfg(feature = "outbox")))]
+pub mod outbox;
 mod random;
 pub mod retry;
 pub mod scheme;
 pub mod secret;
 mod serde_util;
 mod sign;
+pub mod store;
 pub mod testing;
 mod verify;
 

@@ -1,0 +1,166 @@
+//! Persistence for the sending side: the [`Store`] trait and
+//! [`MemoryStore`], the default.
+//!
+//! A store keeps endpoints, events (the payload once per event, however many
+//! endpoints receive it), deliveries and their attempts. The delivery state
+//! machine itself is pure ([`Delivery`]); a store only persists its results
+//! atomically, with a compare-and-set on the delivery's claim count so that a
+//! worker whose lease expired cannot overwrite a newer worker's result.
+
+mod memory;
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+use time::OffsetDateTime;
+
+use crate::delivery::{Attempt, Claim, Delivery, DeliveryId, EndpointId, StateKind};
+use crate::endpoint::Endpoint;
+use crate::event::{EventType, MessageId};
+
+pub use memory::MemoryStore;
+
+/// An event as published: its payload is stored once, whatever the number
+/// of endpoints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// The message id; publishing the same id twice creates no second
+    /// delivery.
+    pub id: MessageId,
+    /// The event type.
+    pub event_type: EventType,
+    /// The channels it was published on.
+    pub channels: Vec<String>,
+    /// The serialised body, exactly as sent.
+    pub payload: Bytes,
+    /// When it was published.
+    pub created_at: OffsetDateTime,
+}
+
+/// What [`Store::insert_event`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Inserted {
+    /// The event and its deliveries were stored.
+    New(Vec<DeliveryId>),
+    /// An event with this id already existed; nothing was stored, and these
+    /// are the deliveries made for it the first time.
+    Duplicate(Vec<DeliveryId>),
+}
+
+impl Inserted {
+    /// The delivery ids, new or existing.
+    pub fn ids(&self) -> &[DeliveryId] {
+        match self {
+            Self::New(ids) | Self::Duplicate(ids) => ids,
+        }
+    }
+}
+
+/// Which deliveries to list.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeliveryQuery {
+    /// Only this endpoint's.
+    pub endpoint: Option<EndpointId>,
+    /// Only deliveries in this state.
+    pub state: Option<StateKind>,
+    /// Only deliveries created at or after this time.
+    pub since: Option<OffsetDateTime>,
+    /// At most this many, oldest first (0 = no limit).
+    pub limit: usize,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The delivery changed since it was read (another worker took it over,
+    /// or an operator acted on it): the write was refused.
+    #[error("delivery {0} changed since it was read")]
+    Conflict(DeliveryId),
+    /// No such delivery or endpoint.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The backend failed.
+    #[error("store backend failed: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Persistence for the delivery engine (the `Outbox`, feature `outbox`).
+///
+/// Every method is one atomic step. Implementations: [`MemoryStore`]
+/// (default; nothing survives a restart); SQLite and Postgres are planned
+/// behind features.
+pub trait Store: Send + Sync + 'static {
+    /// Adds or replaces an endpoint.
+    fn put_endpoint(
+        &self,
+        endpoint: Endpoint,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// One endpoint.
+    fn endpoint(
+        &self,
+        id: &EndpointId,
+    ) -> impl Future<Output = Result<Option<Endpoint>, StoreError>> + Send;
+
+    /// Every endpoint, ordered by id.
+    fn endpoints(&self) -> impl Future<Output = Result<Vec<Endpoint>, StoreError>> + Send;
+
+    /// Stores an event and its deliveries in one step, unless an event with
+    /// the same id exists, in which case nothing changes.
+    fn insert_event(
+        &self,
+        event: StoredEvent,
+        deliveries: Vec<Delivery>,
+    ) -> impl Future<Output = Result<Inserted, StoreError>> + Send;
+
+    /// One event, payload included.
+    fn event(
+        &self,
+        id: &MessageId,
+    ) -> impl Future<Output = Result<Option<StoredEvent>, StoreError>> + Send;
+
+    /// Claims up to `limit` deliveries due at `now` (pending and due, or in
+    /// flight with an expired lease), earliest first, each with a lease of
+    /// `lease`.
+    fn claim_due(
+        &self,
+        now: OffsetDateTime,
+        lease: Duration,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<(Delivery, Claim)>, StoreError>> + Send;
+
+    /// Writes `delivery` back, and appends `attempt` to its log, if the
+    /// stored delivery still has `expected_claims` claims and the same state
+    /// kind as `expected_state`; otherwise [`StoreError::Conflict`].
+    fn save(
+        &self,
+        delivery: Delivery,
+        expected_claims: u64,
+        expected_state: StateKind,
+        attempt: Option<Attempt>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// One delivery.
+    fn delivery(
+        &self,
+        id: &DeliveryId,
+    ) -> impl Future<Output = Result<Option<Delivery>, StoreError>> + Send;
+
+    /// Deliveries matching `query`, oldest first.
+    fn deliveries(
+        &self,
+        query: &DeliveryQuery,
+    ) -> impl Future<Output = Result<Vec<Delivery>, StoreError>> + Send;
+
+    /// A delivery's attempts, in order.
+    fn attempts(
+        &self,
+        id: &DeliveryId,
+    ) -> impl Future<Output = Result<Vec<Attempt>, StoreError>> + Send;
+
+    /// The earliest time any delivery becomes claimable, so idle workers
+    /// sleep until then instead of polling.
+    fn next_due(&self) -> impl Future<Output = Result<Option<OffsetDateTime>, StoreError>> + Send;
+}

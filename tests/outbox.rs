@@ -1,0 +1,329 @@
+//! The delivery engine driven round by round with a manual clock and a
+//! scripted dispatcher: exact attempts, delays and final states.
+#![cfg(feature = "outbox")]
+
+use std::time::Duration;
+
+use hookway::clock::ManualClock;
+use hookway::delivery::{DeliveryState, StateKind};
+use hookway::dispatch::TransportErrorKind;
+use hookway::endpoint::Endpoint;
+use hookway::outbox::{Outbox, OutboxConfig, PublishError};
+use hookway::retry::RetryPolicy;
+use hookway::store::{DeliveryQuery, MemoryStore, Store};
+use hookway::testing::{Reply, ScriptedDispatcher};
+use hookway::{EventFilter, EventType, MessageId, Scheme, Secret, Verifier};
+use serde_json::json;
+use time::macros::datetime;
+use time::OffsetDateTime;
+
+const T0: OffsetDateTime = datetime!(2026-03-15 12:00 UTC);
+const A: &str = "https://a.example.com/hooks";
+const B: &str = "https://b.example.com/hooks";
+
+struct Setup {
+    outbox: Outbox<MemoryStore, ScriptedDispatcher>,
+    clock: ManualClock,
+    secret: Secret,
+}
+
+async fn setup(dispatcher: ScriptedDispatcher, policy: RetryPolicy) -> Setup {
+    let clock = ManualClock::new(T0);
+    let outbox = Outbox::with_config(
+        MemoryStore::new(),
+        dispatcher,
+        OutboxConfig::default(),
+        clock.clone(),
+    );
+    let secret = Secret::generate();
+    for (id, url, filter) in [("ep_a", A, "ticket.*"), ("ep_b", B, "customer.*")] {
+        outbox
+            .add_endpoint(
+                Endpoint::builder(id.parse().unwrap(), url, Scheme::standard(), secret.clone())
+                    .filter(EventFilter::new([filter]).unwrap())
+                    .retry_policy(policy.clone())
+                    .build()
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    Setup {
+        outbox,
+        clock,
+        secret,
+    }
+}
+
+fn ticket() -> (MessageId, EventType) {
+    ("msg_1".parse().unwrap(), "ticket.created".parse().unwrap())
+}
+
+#[tokio::test]
+async fn publish_fans_out_once_and_is_idempotent() {
+    let s = setup(ScriptedDispatcher::new(), RetryPolicy::default()).await;
+    let (id, ty) = ticket();
+    let ids = s
+        .outbox
+        .publish(id.clone(), ty.clone(), &json!({"n": 1}), &[])
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 1, "only ep_a subscribes to ticket.*");
+    let again = s
+        .outbox
+        .publish(id.clone(), ty, &json!({"n": 2}), &[])
+        .await
+        .unwrap();
+    assert_eq!(again, ids);
+    let all = s
+        .outbox
+        .store()
+        .deliveries(&DeliveryQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1);
+    // The first payload is kept.
+    let event = s.outbox.store().event(&id).await.unwrap().unwrap();
+    assert_eq!(&event.payload[..], br#"{"n":1}"#);
+}
+
+#[tokio::test]
+async fn oversized_payloads_are_refused_not_truncated() {
+    let s = setup(ScriptedDispatcher::new(), RetryPolicy::default()).await;
+    let (id, ty) = ticket();
+    let big = "x".repeat(2 * 1024 * 1024);
+    let err = s
+        .outbox
+        .publish(id.clone(), ty, &big, &[])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PublishError::TooLarge { limit, .. } if limit == 1024 * 1024));
+    assert!(s.outbox.store().event(&id).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn delivered_requests_are_signed_at_attempt_time() {
+    let s = setup(ScriptedDispatcher::new(), RetryPolicy::default()).await;
+    let (id, ty) = ticket();
+    let ids = s
+        .outbox
+        .publish(id, ty, &json!({"n": 1}), &[])
+        .await
+        .unwrap();
+    s.clock.advance(Duration::from_secs(7));
+    assert_eq!(s.outbox.run_once().await.unwrap(), 1);
+    let sent = s.outbox.dispatcher().requests();
+    assert_eq!(sent.len(), 1);
+    let req = &sent[0].request;
+    assert_eq!(req.uri(), A);
+    assert_eq!(sent[0].timeout, Duration::from_secs(30));
+    let at = T0 + time::Duration::seconds(7);
+    let verifier = Verifier::new(Scheme::standard(), s.secret.clone()).unwrap();
+    let verified = verifier.verify_at(req.headers(), req.body(), at).unwrap();
+    assert_eq!(verified.unix_timestamp(), Some(at.unix_timestamp()));
+    let delivery = s.outbox.store().delivery(&ids[0]).await.unwrap().unwrap();
+    assert_eq!(delivery.state(), &DeliveryState::Delivered { at });
+    let attempts = s.outbox.store().attempts(&ids[0]).await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].status(), Some(200));
+    // Nothing left to do.
+    assert_eq!(s.outbox.run_once().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn retries_follow_the_policy_then_succeed() {
+    let dispatcher = ScriptedDispatcher::new()
+        .reply(Reply::status(503).body("down"))
+        .reply(Reply::error(TransportErrorKind::Connect))
+        .reply(Reply::status(500));
+    let s = setup(dispatcher, RetryPolicy::relay_helpdesk()).await;
+    let (id, ty) = ticket();
+    let ids = s.outbox.publish(id, ty, &json!({}), &[]).await.unwrap();
+    let store = s.outbox.store();
+    // Immediately, then 1 min, 5 min, 30 min after each failure.
+    let mut expected_due = T0;
+    for (n, delay) in [(1, 60), (2, 5 * 60), (3, 30 * 60)] {
+        s.clock.set(expected_due);
+        assert_eq!(s.outbox.run_once().await.unwrap(), 1, "attempt {n}");
+        expected_due += time::Duration::seconds(delay);
+        let d = store.delivery(&ids[0]).await.unwrap().unwrap();
+        assert_eq!(
+            d.state(),
+            &DeliveryState::Pending {
+                due_at: expected_due
+            }
+        );
+        // Not due a second early.
+        s.clock.set(expected_due - time::Duration::seconds(1));
+        assert_eq!(s.outbox.run_once().await.unwrap(), 0);
+        assert_eq!(store.next_due().await.unwrap(), Some(expected_due));
+    }
+    s.clock.set(expected_due);
+    assert_eq!(s.outbox.run_once().await.unwrap(), 1);
+    let d = store.delivery(&ids[0]).await.unwrap().unwrap();
+    assert_eq!(d.state().kind(), StateKind::Delivered);
+    let attempts = store.attempts(&ids[0]).await.unwrap();
+    let summary: Vec<_> = attempts
+        .iter()
+        .map(|a| (a.number(), a.status(), a.error_kind()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (1, Some(503), None),
+            (2, None, Some(TransportErrorKind::Connect)),
+            (3, Some(500), None),
+            (4, Some(200), None),
+        ]
+    );
+    assert_eq!(attempts[0].response_excerpt(), Some("down"));
+    // Each attempt was signed with its own timestamp, the id unchanged.
+    let stamps: Vec<_> = s
+        .outbox
+        .dispatcher()
+        .requests()
+        .iter()
+        .map(|r| {
+            (
+                r.request.headers()["webhook-id"].clone(),
+                r.request.headers()["webhook-timestamp"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(stamps.len(), 4);
+    assert!(stamps.iter().all(|(id, _)| id == "msg_1"));
+    let mut times: Vec<_> = stamps.iter().map(|(_, t)| t.clone()).collect();
+    times.dedup();
+    assert_eq!(times.len(), 4);
+}
+
+#[tokio::test]
+async fn exhausted_policy_fails_and_manual_retry_resends() {
+    let dispatcher = ScriptedDispatcher::new().otherwise(Reply::status(503));
+    let s = setup(dispatcher, RetryPolicy::raven()).await;
+    let (id, ty) = ticket();
+    let ids = s.outbox.publish(id, ty, &json!({}), &[]).await.unwrap();
+    let store = s.outbox.store();
+    for _ in 0..10 {
+        s.outbox.run_once().await.unwrap();
+        s.clock.advance(Duration::from_secs(10));
+    }
+    let d = store.delivery(&ids[0]).await.unwrap().unwrap();
+    assert_eq!(d.state().kind(), StateKind::Failed);
+    assert_eq!(store.attempts(&ids[0]).await.unwrap().len(), 4);
+
+    s.outbox.retry(&ids[0]).await.unwrap();
+    assert_eq!(s.outbox.run_once().await.unwrap(), 1);
+    assert_eq!(store.attempts(&ids[0]).await.unwrap().len(), 5);
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let dispatcher =
+        ScriptedDispatcher::new().reply(Reply::status(429).header("Retry-After", "120"));
+    let s = setup(dispatcher, RetryPolicy::relay_helpdesk()).await;
+    let (id, ty) = ticket();
+    let ids = s.outbox.publish(id, ty, &json!({}), &[]).await.unwrap();
+    s.outbox.run_once().await.unwrap();
+    let d = s.outbox.store().delivery(&ids[0]).await.unwrap().unwrap();
+    assert_eq!(
+        d.state(),
+        &DeliveryState::Pending {
+            due_at: T0 + time::Duration::seconds(120)
+        }
+    );
+}
+
+#[tokio::test]
+async fn gone_disables_the_endpoint_and_holds_new_events_until_enabled() {
+    let dispatcher = ScriptedDispatcher::new().reply_for(A, Reply::status(410));
+    let s = setup(dispatcher, RetryPolicy::default()).await;
+    let store = s.outbox.store();
+    let (id, ty) = ticket();
+    let first = s
+        .outbox
+        .publish(id, ty.clone(), &json!({}), &[])
+        .await
+        .unwrap();
+    s.outbox.run_once().await.unwrap();
+    let d = store.delivery(&first[0]).await.unwrap().unwrap();
+    assert_eq!(d.state().kind(), StateKind::Failed);
+    let ep_a = "ep_a".parse().unwrap();
+    assert!(!store.endpoint(&ep_a).await.unwrap().unwrap().is_enabled());
+
+    // Later events for the disabled endpoint are held, not attempted.
+    let held = s
+        .outbox
+        .publish("msg_2".parse().unwrap(), ty.clone(), &json!({}), &[])
+        .await
+        .unwrap();
+    s.outbox.run_once().await.unwrap();
+    let d = store.delivery(&held[0]).await.unwrap().unwrap();
+    assert_eq!(d.state().kind(), StateKind::Held);
+    assert_eq!(s.outbox.dispatcher().requests().len(), 1);
+
+    s.outbox.enable_endpoint(&ep_a).await.unwrap();
+    assert_eq!(s.outbox.run_once().await.unwrap(), 1);
+    let d = store.delivery(&held[0]).await.unwrap().unwrap();
+    assert_eq!(d.state().kind(), StateKind::Delivered);
+}
+
+#[tokio::test]
+async fn channels_route_events_to_tenants() {
+    let s = setup(ScriptedDispatcher::new(), RetryPolicy::default()).await;
+    s.outbox
+        .add_endpoint(
+            Endpoint::builder(
+                "ep_tenant".parse().unwrap(),
+                "https://tenant.example.com/hooks",
+                Scheme::standard(),
+                s.secret.clone(),
+            )
+            .channel("tenant_42")
+            .build()
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let (_, ty) = ticket();
+    let to_42 = s
+        .outbox
+        .publish(
+            "m42".parse().unwrap(),
+            ty.clone(),
+            &json!({}),
+            &["tenant_42"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(to_42.len(), 2, "ep_a (no channels) and ep_tenant");
+    let to_7 = s
+        .outbox
+        .publish("m7".parse().unwrap(), ty, &json!({}), &["tenant_7"])
+        .await
+        .unwrap();
+    assert_eq!(to_7.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn workers_deliver_and_shut_down() {
+    let s = setup(ScriptedDispatcher::new(), RetryPolicy::default()).await;
+    let workers = s.outbox.start(2);
+    let (id, ty) = ticket();
+    let ids = s.outbox.publish(id, ty, &json!({}), &[]).await.unwrap();
+    let store = s.outbox.store();
+    for _ in 0..100 {
+        if store
+            .delivery(&ids[0])
+            .await
+            .unwrap()
+            .is_some_and(|d| d.state().kind() == StateKind::Delivered)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let d = store.delivery(&ids[0]).await.unwrap().unwrap();
+    assert_eq!(d.state().kind(), StateKind::Delivered);
+    workers.shutdown(Duration::from_secs(5)).await;
+}
