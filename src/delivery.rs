@@ -835,7 +835,7 @@ pub enum Action {
     Claim,
     /// [`Delivery::complete`].
     Complete,
-    /// [`Delivery::release`].
+    /// [`Delivery::release`] or [`Delivery::defer`].
     Release,
     /// [`Delivery::hold`].
     Hold,
@@ -1432,8 +1432,20 @@ impl Delivery {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn release(&mut self, claim: &Claim, now: OffsetDateTime) -> Result<(), TransitionError> {
+        self.defer(claim, now)
+    }
+
+    /// Gives the delivery back without an attempt, due again at `until`:
+    /// for an engine that claimed it but may not send yet (the endpoint's
+    /// concurrency or rate limit, an earlier delivery of an ordered endpoint,
+    /// a `Retry-After` pause). The attempt is not counted.
+    ///
+    /// # Errors
+    ///
+    /// As for [`complete`](Self::complete).
+    pub fn defer(&mut self, claim: &Claim, until: OffsetDateTime) -> Result<(), TransitionError> {
         self.current(claim)?;
-        self.state = DeliveryState::Pending { due_at: now };
+        self.state = DeliveryState::Pending { due_at: until };
         Ok(())
     }
 

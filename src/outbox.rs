@@ -13,6 +13,7 @@
 //! Delivery is at-least-once: a worker that dies mid-attempt leaves its
 //! claim to expire, and the delivery is attempted again.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -25,13 +26,14 @@ use tokio::task::JoinSet;
 
 use crate::clock::{Clock, SystemClock};
 use crate::delivery::{
-    AttemptReport, Claim, Delivery, DeliveryId, EndpointId, Next, StateKind, TransitionError,
+    Attempt, AttemptReport, Claim, Delivery, DeliveryId, DeliveryState, EndpointId, FailureReason,
+    Next, StateKind, TransitionError,
 };
 use crate::dispatch::Dispatcher;
 use crate::endpoint::Endpoint;
 use crate::error::JsonError;
 use crate::event::{Event, EventType, MessageId};
-use crate::retry::SplitMix64;
+use crate::retry::{FailureCause, Outcome, SplitMix64};
 use crate::store::{DeliveryQuery, Inserted, Store, StoreError, StoredEvent};
 
 /// The default limit on a serialised payload: 1 MiB.
@@ -55,6 +57,15 @@ pub struct OutboxConfig {
     /// delivery is due (a safety net for deliveries added by other
     /// processes). Default: 1 second.
     pub idle_poll: Duration,
+    /// When a delivery fails for good, disable its endpoint if the endpoint
+    /// has had no success for this long. Default: 5 days, as Svix does.
+    pub disable_after_failing_for: Option<Duration>,
+    /// Disable an endpoint after this many failed attempts in a row with no
+    /// success between them. Default: none.
+    pub disable_after_consecutive_failures: Option<u32>,
+    /// After how many failed attempts of one delivery observers hear
+    /// [`Notification::DeliveryFailing`]. Default: 3.
+    pub failing_after_attempts: u32,
 }
 
 impl Default for OutboxConfig {
@@ -65,6 +76,9 @@ impl Default for OutboxConfig {
             max_in_flight: 64,
             max_payload: DEFAULT_MAX_PAYLOAD,
             idle_poll: Duration::from_secs(1),
+            disable_after_failing_for: Some(Duration::from_secs(5 * 24 * 60 * 60)),
+            disable_after_consecutive_failures: None,
+            failing_after_attempts: 3,
         }
     }
 }
@@ -105,6 +119,109 @@ pub enum OutboxError {
     NotFound(String),
 }
 
+/// What the engine tells [`Observer`]s: the operational events a sender
+/// alerts on and emails its customers about.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Notification {
+    /// An attempt finished (any outcome).
+    AttemptFinished {
+        /// The delivery.
+        delivery: DeliveryId,
+        /// Its endpoint.
+        endpoint: EndpointId,
+        /// The attempt's record.
+        attempt: Attempt,
+    },
+    /// A delivery has failed [`OutboxConfig::failing_after_attempts`]
+    /// attempts and is still being retried.
+    DeliveryFailing {
+        /// The delivery.
+        delivery: DeliveryId,
+        /// Its endpoint.
+        endpoint: EndpointId,
+        /// Attempts made so far.
+        attempts: u32,
+    },
+    /// A delivery succeeded after failed attempts.
+    DeliveryRecovered {
+        /// The delivery.
+        delivery: DeliveryId,
+        /// Its endpoint.
+        endpoint: EndpointId,
+        /// Attempts it took.
+        attempts: u32,
+    },
+    /// A delivery failed for good (policy exhausted or a permanent error);
+    /// it can be retried by hand.
+    DeliveryFailed {
+        /// The delivery.
+        delivery: DeliveryId,
+        /// Its endpoint.
+        endpoint: EndpointId,
+        /// Why.
+        reason: FailureReason,
+    },
+    /// An endpoint was disabled; its new events are held.
+    EndpointDisabled {
+        /// The endpoint.
+        endpoint: EndpointId,
+        /// Why.
+        reason: DisableReason,
+    },
+    /// An endpoint was enabled again and its held events released.
+    EndpointEnabled {
+        /// The endpoint.
+        endpoint: EndpointId,
+    },
+}
+
+/// Why the engine disabled an endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DisableReason {
+    /// It answered with a status that means "gone" (410 by default).
+    Gone,
+    /// A delivery failed for good and the endpoint had no success for
+    /// [`OutboxConfig::disable_after_failing_for`].
+    FailingTooLong,
+    /// [`OutboxConfig::disable_after_consecutive_failures`] attempts failed
+    /// in a row.
+    ConsecutiveFailures,
+}
+
+/// Receives [`Notification`]s. Called inline by the worker that caused
+/// them, so keep it quick (hand slow work to a channel or a task).
+pub trait Observer: Send + Sync + 'static {
+    /// One notification.
+    fn notify(&self, notification: &Notification);
+}
+
+impl<F: Fn(&Notification) + Send + Sync + 'static> Observer for F {
+    fn notify(&self, notification: &Notification) {
+        self(notification)
+    }
+}
+
+/// Process-local per-endpoint state: limits, pauses and health.
+#[derive(Debug, Default)]
+struct Gate {
+    in_flight: u32,
+    /// Rate limiting (GCRA): the theoretical arrival time of the next
+    /// request.
+    tat: Option<OffsetDateTime>,
+    /// After a 429: no request before this.
+    paused_until: Option<OffsetDateTime>,
+    last_success: Option<OffsetDateTime>,
+    failing_since: Option<OffsetDateTime>,
+    consecutive_failures: u32,
+}
+
+/// How long a delivery waits when its endpoint is at its concurrency limit
+/// or busy with an earlier delivery of an ordered endpoint, before it is
+/// looked at again.
+const BUSY_RETRY: Duration = Duration::from_millis(100);
+
 /// The delivery engine over a [`Store`] and a [`Dispatcher`].
 ///
 /// Cheap to clone: clones share the store, the dispatcher and the workers'
@@ -121,6 +238,8 @@ struct Inner<S, D> {
     rng: Mutex<SplitMix64>,
     wake: Notify,
     in_flight: Arc<Semaphore>,
+    gates: Mutex<HashMap<EndpointId, Gate>>,
+    observers: Mutex<Vec<Arc<dyn Observer>>>,
 }
 
 impl<S, D> Clone for Outbox<S, D> {
@@ -153,6 +272,8 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
                 rng: Mutex::new(SplitMix64::from_entropy()),
                 wake: Notify::new(),
                 in_flight: Arc::new(Semaphore::new(permits)),
+                gates: Mutex::new(HashMap::new()),
+                observers: Mutex::new(Vec::new()),
                 config,
             }),
         }
@@ -170,6 +291,189 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
 
     fn now(&self) -> OffsetDateTime {
         self.inner.clock.now()
+    }
+
+    /// Adds an observer of attempts, failing and failed deliveries, and
+    /// endpoints disabled or enabled.
+    pub fn subscribe(&self, observer: impl Observer) {
+        self.observers().push(Arc::new(observer));
+    }
+
+    fn observers(&self) -> std::sync::MutexGuard<'_, Vec<Arc<dyn Observer>>> {
+        self.inner
+            .observers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn emit(&self, notification: Notification) {
+        let observers: Vec<_> = self.observers().clone();
+        for observer in observers {
+            observer.notify(&notification);
+        }
+    }
+
+    fn gates(&self) -> std::sync::MutexGuard<'_, HashMap<EndpointId, Gate>> {
+        self.inner
+            .gates
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes a slot for one request to `endpoint` at `now`, or says when to
+    /// look again.
+    fn admit(&self, endpoint: &Endpoint, now: OffsetDateTime) -> Result<(), OffsetDateTime> {
+        let mut gates = self.gates();
+        let gate = gates.entry(endpoint.id().clone()).or_default();
+        if let Some(until) = gate.paused_until {
+            if now < until {
+                return Err(until);
+            }
+            gate.paused_until = None;
+        }
+        let cap = if endpoint.is_ordered() {
+            Some(1)
+        } else {
+            endpoint.max_in_flight()
+        };
+        if cap.is_some_and(|cap| gate.in_flight >= cap) {
+            return Err(now + BUSY_RETRY);
+        }
+        if let Some(limit) = endpoint.rate_limit() {
+            // GCRA: `requests` per `per`, bursts of up to `requests`.
+            let interval = limit.per / limit.requests;
+            let burst = limit.per.saturating_sub(interval);
+            let tat = gate.tat.map_or(now, |t| t.max(now));
+            if tat - now > burst {
+                return Err(tat - burst);
+            }
+            gate.tat = Some(tat + interval);
+        }
+        gate.in_flight += 1;
+        Ok(())
+    }
+
+    /// Records an attempt's result against its endpoint's gate; returns why
+    /// to disable the endpoint, if it should be.
+    fn settle(
+        &self,
+        endpoint: &EndpointId,
+        outcome: &Outcome,
+        next: &Next,
+        retry_at: Option<OffsetDateTime>,
+        now: OffsetDateTime,
+    ) -> Option<DisableReason> {
+        let config = &self.inner.config;
+        let mut gates = self.gates();
+        let gate = gates.entry(endpoint.clone()).or_default();
+        gate.in_flight = gate.in_flight.saturating_sub(1);
+        if outcome.is_delivered() {
+            gate.last_success = Some(now);
+            gate.failing_since = None;
+            gate.consecutive_failures = 0;
+            return None;
+        }
+        gate.failing_since.get_or_insert(now);
+        gate.consecutive_failures = gate.consecutive_failures.saturating_add(1);
+        let throttled = matches!(
+            outcome,
+            Outcome::Retryable {
+                cause: FailureCause::Status(s),
+                ..
+            } if *s == http::StatusCode::TOO_MANY_REQUESTS
+        );
+        if throttled {
+            // Slow the whole endpoint down, not just this delivery.
+            gate.paused_until = retry_at;
+        }
+        if let Next::Failed(reason) = next {
+            if reason.disable_endpoint() {
+                return Some(DisableReason::Gone);
+            }
+            let quiet_since = gate.last_success.max(gate.failing_since);
+            let too_long = config.disable_after_failing_for.is_some_and(|limit| {
+                gate.last_success.is_none_or(|t| now - t >= limit)
+                    && quiet_since.is_some_and(|t| now - t >= limit)
+            });
+            if too_long {
+                return Some(DisableReason::FailingTooLong);
+            }
+        }
+        if config
+            .disable_after_consecutive_failures
+            .is_some_and(|n| gate.consecutive_failures >= n)
+        {
+            return Some(DisableReason::ConsecutiveFailures);
+        }
+        None
+    }
+
+    fn release_slot(&self, endpoint: &EndpointId) {
+        if let Some(gate) = self.gates().get_mut(endpoint) {
+            gate.in_flight = gate.in_flight.saturating_sub(1);
+        }
+    }
+
+    /// For an ordered endpoint: if an older unfinished delivery must go
+    /// first, when to look again. The store lists deliveries oldest first,
+    /// so the first unfinished one is the head of the queue.
+    async fn wait_for_head(
+        &self,
+        delivery: &Delivery,
+        now: OffsetDateTime,
+    ) -> Result<Option<OffsetDateTime>, StoreError> {
+        let queue = self
+            .inner
+            .store
+            .deliveries(&DeliveryQuery {
+                endpoint: Some(delivery.endpoint_id().clone()),
+                ..DeliveryQuery::default()
+            })
+            .await?;
+        let head = queue.iter().find(|d| !d.state().is_terminal());
+        let soon = now + BUSY_RETRY;
+        Ok(match head {
+            Some(head) if head.id() != delivery.id() => Some(match head.state() {
+                // Waiting for a retry: look again when it is due.
+                DeliveryState::Pending { due_at } => (*due_at).max(soon),
+                // In flight, or held: look again shortly.
+                _ => soon,
+            }),
+            _ => None,
+        })
+    }
+
+    async fn defer_claimed(
+        &self,
+        mut delivery: Delivery,
+        claim: &Claim,
+        until: OffsetDateTime,
+    ) -> Result<(), OutboxError> {
+        delivery.defer(claim, until)?;
+        self.inner
+            .store
+            .save(delivery, claim.token(), StateKind::InFlight, None)
+            .await?;
+        Ok(())
+    }
+
+    async fn disable(
+        &self,
+        mut endpoint: Endpoint,
+        reason: DisableReason,
+    ) -> Result<(), OutboxError> {
+        if !endpoint.is_enabled() {
+            return Ok(());
+        }
+        let id = endpoint.id().clone();
+        endpoint.set_enabled(false);
+        self.inner.store.put_endpoint(endpoint).await?;
+        tracing::warn!(endpoint = %id, ?reason, "endpoint disabled");
+        self.emit(Notification::EndpointDisabled {
+            endpoint: id,
+            reason,
+        });
+        Ok(())
     }
 
     /// Adds or replaces an endpoint.
@@ -288,6 +592,21 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
         if !endpoint.is_enabled() {
             return self.hold_claimed(delivery, &claim).await;
         }
+        let now = self.now();
+        if endpoint.is_ordered() {
+            if let Some(until) = self.wait_for_head(&delivery, now).await? {
+                return self.defer_claimed(delivery, &claim, until).await;
+            }
+        }
+        if let Err(until) = self.admit(&endpoint, now) {
+            return self.defer_claimed(delivery, &claim, until).await;
+        }
+        let span = tracing::info_span!(
+            "hookway.attempt",
+            delivery = %delivery.id(),
+            endpoint = %endpoint.id(),
+            attempt = claim.attempt(),
+        );
         let started_at = self.now();
         let request = match endpoint.request(
             event.payload.clone(),
@@ -300,7 +619,10 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
             Ok(request) => request,
             // Every signing key has expired: keep the delivery until keys
             // are fixed rather than failing it.
-            Err(_) => return self.hold_claimed(delivery, &claim).await,
+            Err(_) => {
+                self.release_slot(endpoint.id());
+                return self.hold_claimed(delivery, &claim).await;
+            }
         };
         let result = self
             .inner
@@ -320,6 +642,7 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
                 duration,
             ),
         };
+        let outcome = *report.outcome();
         let completed = {
             let mut rng = self
                 .inner
@@ -332,25 +655,72 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
                 endpoint.retry_policy(),
                 finished_at,
                 &mut *rng,
-            )?
+            )
         };
-        let disable = completed.disable_endpoint();
+        let completed = match completed {
+            Ok(completed) => completed,
+            Err(e) => {
+                self.release_slot(endpoint.id());
+                return Err(e.into());
+            }
+        };
         let retry_at = match completed.next {
             Next::RetryAt(at) => Some(at),
             _ => None,
         };
-        store
+        let disable = self.settle(
+            endpoint.id(),
+            &outcome,
+            &completed.next,
+            retry_at,
+            finished_at,
+        );
+        tracing::info!(
+            parent: &span,
+            status = completed.attempt.status(),
+            error = ?completed.attempt.error_kind(),
+            next = ?completed.next,
+            "attempt finished"
+        );
+        let delivery_id = delivery.id().clone();
+        let attempts = delivery.attempts();
+        self.inner
+            .store
             .save(
                 delivery,
                 claim.token(),
                 StateKind::InFlight,
-                Some(completed.attempt),
+                Some(completed.attempt.clone()),
             )
             .await?;
-        if disable {
-            let mut endpoint = endpoint;
-            endpoint.set_enabled(false);
-            store.put_endpoint(endpoint).await?;
+        let endpoint_id = endpoint.id().clone();
+        self.emit(Notification::AttemptFinished {
+            delivery: delivery_id.clone(),
+            endpoint: endpoint_id.clone(),
+            attempt: completed.attempt,
+        });
+        match &completed.next {
+            Next::Delivered if attempts > 1 => self.emit(Notification::DeliveryRecovered {
+                delivery: delivery_id,
+                endpoint: endpoint_id,
+                attempts,
+            }),
+            Next::RetryAt(_) if attempts == self.inner.config.failing_after_attempts => {
+                self.emit(Notification::DeliveryFailing {
+                    delivery: delivery_id,
+                    endpoint: endpoint_id,
+                    attempts,
+                });
+            }
+            Next::Failed(reason) => self.emit(Notification::DeliveryFailed {
+                delivery: delivery_id,
+                endpoint: endpoint_id,
+                reason: *reason,
+            }),
+            _ => {}
+        }
+        if let Some(reason) = disable {
+            self.disable(endpoint, reason).await?;
         }
         if retry_at.is_some() {
             self.inner.wake.notify_waiters();
@@ -409,6 +779,14 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
             delivery.unhold(now)?;
             store.save(delivery, claims, StateKind::Held, None).await?;
         }
+        if let Some(gate) = self.gates().get_mut(id) {
+            gate.failing_since = None;
+            gate.consecutive_failures = 0;
+            gate.paused_until = None;
+        }
+        self.emit(Notification::EndpointEnabled {
+            endpoint: id.clone(),
+        });
         self.inner.wake.notify_waiters();
         Ok(())
     }
