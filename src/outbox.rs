@@ -117,6 +117,15 @@ pub enum OutboxError {
     /// No such delivery or endpoint.
     #[error("{0} not found")]
     NotFound(String),
+    /// A request could not be signed (every signing key has expired).
+    #[error(transparent)]
+    Sign(#[from] crate::error::SignError),
+    /// A payload could not be serialised.
+    #[error("could not serialise the payload: {0}")]
+    Serialize(#[source] JsonError),
+    /// A retry policy was invalid.
+    #[error(transparent)]
+    Policy(#[from] crate::retry::RetryPolicyError),
 }
 
 /// What the engine tells [`Observer`]s: the operational events a sender
@@ -739,6 +748,100 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
             .save(delivery, claim.token(), StateKind::InFlight, None)
             .await?;
         Ok(())
+    }
+
+    /// Sends every event published since `since` that the endpoint
+    /// subscribes to once more, as new deliveries (the originals and their
+    /// logs stay as they are). Returns the new delivery ids, oldest event
+    /// first.
+    pub async fn replay(
+        &self,
+        endpoint: &EndpointId,
+        since: OffsetDateTime,
+    ) -> Result<Vec<DeliveryId>, OutboxError> {
+        let store = &self.inner.store;
+        let target = store
+            .endpoint(endpoint)
+            .await?
+            .ok_or_else(|| OutboxError::NotFound(format!("endpoint {endpoint}")))?;
+        let now = self.now();
+        let mut deliveries = Vec::new();
+        for event in store.events_since(since).await? {
+            let channels: Vec<&str> = event.channels.iter().map(String::as_str).collect();
+            if !target.wants(&event.event_type, &channels) {
+                continue;
+            }
+            let mut delivery = Delivery::new(
+                DeliveryId::generate_at(now),
+                event.id,
+                event.event_type,
+                endpoint.clone(),
+                now,
+            );
+            if !target.is_enabled() {
+                let _ = delivery.hold(now);
+            }
+            deliveries.push(delivery);
+        }
+        let ids = deliveries.iter().map(|d| d.id().clone()).collect();
+        store.insert_deliveries(deliveries).await?;
+        self.inner.wake.notify_waiters();
+        Ok(ids)
+    }
+
+    /// Sends a `test.webhook` event to one endpoint now, bypassing the
+    /// queue and its limits, and returns the attempt as it would be logged
+    /// (status, duration, error, response excerpt, outcome). Nothing is
+    /// stored and nothing is retried; disabled endpoints are tried too, so a
+    /// customer can check a fix before re-enabling.
+    pub async fn send_test(
+        &self,
+        endpoint: &EndpointId,
+    ) -> Result<crate::delivery::Attempt, OutboxError> {
+        const TEST: EventType = EventType::from_static("test.webhook");
+        let target = self
+            .inner
+            .store
+            .endpoint(endpoint)
+            .await?
+            .ok_or_else(|| OutboxError::NotFound(format!("endpoint {endpoint}")))?;
+        let now = self.now();
+        let event = Event::new_at(
+            TEST,
+            serde_json::json!({ "endpoint": endpoint.as_str() }),
+            now,
+        );
+        let payload = Bytes::from(
+            serde_json::to_vec(&event).map_err(|e| OutboxError::Serialize(JsonError(e)))?,
+        );
+        let mut delivery = Delivery::new(
+            DeliveryId::generate_at(now),
+            event.id.clone(),
+            TEST,
+            endpoint.clone(),
+            now,
+        );
+        let claim = delivery.claim(now, self.inner.config.lease)?;
+        let started_at = self.now();
+        let request = target.request(payload, &event.id, &TEST, delivery.id(), started_at, None)?;
+        let result = self.inner.dispatcher.send(request, target.timeout()).await;
+        let finished_at = self.now();
+        let duration = (finished_at - started_at).try_into().unwrap_or_default();
+        let report = match &result {
+            Ok(response) => {
+                AttemptReport::from_response(response, target.classifier(), started_at, duration)
+            }
+            Err(error) => AttemptReport::from_transport_error(
+                error,
+                target.classifier(),
+                started_at,
+                duration,
+            ),
+        };
+        let no_retry = crate::retry::RetryPolicy::fixed([]).build()?;
+        let mut rng = SplitMix64::from_seed(0);
+        let completed = delivery.complete(&claim, report, &no_retry, finished_at, &mut rng)?;
+        Ok(completed.attempt)
     }
 
     /// Retries a failed delivery now, with a fresh retry budget.

@@ -327,3 +327,70 @@ async fn workers_deliver_and_shut_down() {
     assert_eq!(d.state().kind(), StateKind::Delivered);
     workers.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test]
+async fn replay_resends_events_since_a_time_as_new_deliveries() {
+    let s = setup(ScriptedDispatcher::new(), RetryPolicy::default()).await;
+    let (_, ty) = ticket();
+    let first = s
+        .outbox
+        .publish("m_old".parse().unwrap(), ty.clone(), &json!({}), &[])
+        .await
+        .unwrap();
+    s.clock.advance(Duration::from_secs(3600));
+    let cutoff = T0 + time::Duration::minutes(30);
+    let second = s
+        .outbox
+        .publish("m_new".parse().unwrap(), ty, &json!({}), &[])
+        .await
+        .unwrap();
+    s.outbox.run_once().await.unwrap();
+    let ep_a = "ep_a".parse().unwrap();
+    let replayed = s.outbox.replay(&ep_a, cutoff).await.unwrap();
+    assert_eq!(replayed.len(), 1);
+    assert!(!first.contains(&replayed[0]) && !second.contains(&replayed[0]));
+    let d = s
+        .outbox
+        .store()
+        .delivery(&replayed[0])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.event_id().as_str(), "m_new");
+    s.outbox.run_once().await.unwrap();
+    let ids: Vec<String> = s
+        .outbox
+        .dispatcher()
+        .requests()
+        .iter()
+        .map(|r| {
+            r.request.headers()["webhook-id"]
+                .to_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(ids, ["m_old", "m_new", "m_new"]);
+}
+
+#[tokio::test]
+async fn send_test_returns_the_attempt_synchronously() {
+    let dispatcher = ScriptedDispatcher::new().reply_for(B, Reply::status(500).body("boom"));
+    let s = setup(dispatcher, RetryPolicy::default()).await;
+    let attempt = s.outbox.send_test(&"ep_b".parse().unwrap()).await.unwrap();
+    assert_eq!(attempt.status(), Some(500));
+    assert_eq!(attempt.response_excerpt(), Some("boom"));
+    let sent = s.outbox.dispatcher().requests();
+    assert_eq!(sent.len(), 1);
+    let body: serde_json::Value = serde_json::from_slice(sent[0].request.body()).unwrap();
+    assert_eq!(body["type"], "test.webhook");
+    // Nothing was queued.
+    assert!(s
+        .outbox
+        .store()
+        .deliveries(&DeliveryQuery::default())
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(s.outbox.send_test(&"nope".parse().unwrap()).await.is_err());
+}

@@ -28,6 +28,8 @@ pub struct MemoryStore {
 struct Inner {
     endpoints: BTreeMap<EndpointId, Endpoint>,
     events: HashMap<MessageId, (StoredEvent, Vec<DeliveryId>)>,
+    /// Publication order, for replay.
+    event_order: Vec<MessageId>,
     deliveries: HashMap<DeliveryId, Delivery>,
     attempts: HashMap<DeliveryId, Vec<Attempt>>,
     /// Claimable-from time and id of every pending or in-flight delivery.
@@ -96,6 +98,7 @@ impl Store for MemoryStore {
             return ready(Ok(Inserted::Duplicate(ids.clone())));
         }
         let ids: Vec<DeliveryId> = deliveries.iter().map(|d| d.id().clone()).collect();
+        inner.event_order.push(event.id.clone());
         inner.events.insert(event.id.clone(), (event, ids.clone()));
         for delivery in deliveries {
             inner.put(delivery);
@@ -200,6 +203,43 @@ impl Store for MemoryStore {
             .get(id)
             .cloned()
             .unwrap_or_default()))
+    }
+
+    fn events_since(
+        &self,
+        since: OffsetDateTime,
+    ) -> impl Future<Output = Result<Vec<StoredEvent>, StoreError>> + Send {
+        let inner = self.lock();
+        let found = inner
+            .event_order
+            .iter()
+            .filter_map(|id| inner.events.get(id))
+            .filter(|(e, _)| e.created_at >= since)
+            .map(|(e, _)| e.clone())
+            .collect();
+        ready(Ok(found))
+    }
+
+    fn insert_deliveries(
+        &self,
+        deliveries: Vec<Delivery>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let mut inner = self.lock();
+        for delivery in &deliveries {
+            if !inner.events.contains_key(delivery.event_id()) {
+                return ready(Err(StoreError::NotFound(format!(
+                    "event {}",
+                    delivery.event_id()
+                ))));
+            }
+        }
+        for delivery in deliveries {
+            if let Some((_, ids)) = inner.events.get_mut(delivery.event_id()) {
+                ids.push(delivery.id().clone());
+            }
+            inner.put(delivery);
+        }
+        ready(Ok(()))
     }
 
     fn next_due(&self) -> impl Future<Output = Result<Option<OffsetDateTime>, StoreError>> + Send {

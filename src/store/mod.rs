@@ -160,6 +160,18 @@ pub trait Store: Send + Sync + 'static {
         id: &DeliveryId,
     ) -> impl Future<Output = Result<Vec<Attempt>, StoreError>> + Send;
 
+    /// Events published at or after `since`, oldest first (for replay).
+    fn events_since(
+        &self,
+        since: OffsetDateTime,
+    ) -> impl Future<Output = Result<Vec<StoredEvent>, StoreError>> + Send;
+
+    /// Adds deliveries of events already stored (replay to an endpoint).
+    fn insert_deliveries(
+        &self,
+        deliveries: Vec<Delivery>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// The earliest time any delivery becomes claimable, so idle workers
     /// sleep until then instead of polling.
     fn next_due(&self) -> impl Future<Output = Result<Option<OffsetDateTime>, StoreError>> + Send;
