@@ -81,7 +81,8 @@ impl MessageId {
 
     /// A fresh, unique id: `msg_` followed by 26 characters (a 48-bit
     /// millisecond timestamp and 80 random bits, Crockford base32, so ids
-    /// sort by creation time).
+    /// sort by creation time; within one millisecond, ids made by one
+    /// process sort in the order they were made).
     pub fn generate() -> Self {
         Self::generate_at(SystemClock.now())
     }
@@ -95,6 +96,18 @@ impl MessageId {
         for (i, byte) in random.iter().enumerate() {
             value |= u128::from(*byte) << (8 * (9 - i));
         }
+        // Monotonic within the process (as ULIDs are): an id made in the
+        // same millisecond as the previous one sorts after it, so ids keep
+        // creation order.
+        static LAST: std::sync::Mutex<u128> = std::sync::Mutex::new(0);
+        let mut last = LAST
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if value >> 80 == *last >> 80 && value <= *last {
+            value = last.wrapping_add(1);
+        }
+        *last = value;
+        drop(last);
         const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
         let mut out = String::with_capacity(30);
         out.push_str("msg_");

@@ -32,6 +32,7 @@ pub mod dispatch;
 pub mod endpoint;
 pub mod error;
 pub mod event;
+pub mod oauth;
 #[cfg(feature = "outbox")]
 #[cfg_attr(docsrs, doc(cfg(feature = "outbox")))]
 pub mod outbox;

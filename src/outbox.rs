@@ -5,7 +5,7 @@
 //! whose filter and channels match, and stores one [`Delivery`] per endpoint
 //! in one atomic step. Workers ([`Outbox::start`]) claim due deliveries with
 //! a lease, sign and send each attempt at its own time, classify the
-//! outcome, log the [`Attempt`](crate::delivery::Attempt) and reschedule per
+//! outcome, log the [`Attempt`] and reschedule per
 //! the endpoint's [`RetryPolicy`](crate::retry::RetryPolicy). The decisions
 //! live in the pure [`Delivery`] state machine; this module is the loop
 //! around it. [`Outbox::run_once`] runs one round by hand, for tests.
@@ -26,13 +26,16 @@ use tokio::task::JoinSet;
 
 use crate::clock::{Clock, SystemClock};
 use crate::delivery::{
-    Attempt, AttemptReport, Claim, Delivery, DeliveryId, DeliveryState, EndpointId, FailureReason,
-    Next, StateKind, TransitionError,
+    Attempt, AttemptReport, Claim, Completed, Delivery, DeliveryId, DeliveryState, EndpointId,
+    FailureReason, Next, StateKind, TransitionError,
 };
 use crate::dispatch::Dispatcher;
-use crate::endpoint::Endpoint;
+use crate::dispatch::TransportError;
+use crate::endpoint::{Auth, Batching, Endpoint};
 use crate::error::JsonError;
+use crate::error::SignError;
 use crate::event::{Event, EventType, MessageId};
+use crate::oauth::{ClientCredentials, TokenCache, TokenError};
 use crate::retry::{FailureCause, Outcome, SplitMix64};
 use crate::store::{DeliveryQuery, Inserted, Store, StoreError, StoredEvent};
 
@@ -226,6 +229,12 @@ struct Gate {
     consecutive_failures: u32,
 }
 
+/// What one request carries: one delivery, or a batch of one endpoint's.
+struct Unit {
+    items: Vec<(Delivery, Claim)>,
+    batching: Option<Batching>,
+}
+
 /// How long a delivery waits when its endpoint is at its concurrency limit
 /// or busy with an earlier delivery of an ordered endpoint, before it is
 /// looked at again.
@@ -249,6 +258,7 @@ struct Inner<S, D> {
     in_flight: Arc<Semaphore>,
     gates: Mutex<HashMap<EndpointId, Gate>>,
     observers: Mutex<Vec<Arc<dyn Observer>>>,
+    tokens: TokenCache,
 }
 
 impl<S, D> Clone for Outbox<S, D> {
@@ -283,6 +293,7 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
                 in_flight: Arc::new(Semaphore::new(permits)),
                 gates: Mutex::new(HashMap::new()),
                 observers: Mutex::new(Vec::new()),
+                tokens: TokenCache::new(),
                 config,
             }),
         }
@@ -570,12 +581,12 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
             .await?;
         let count = claimed.len();
         let mut tasks = JoinSet::new();
-        for (delivery, claim) in claimed {
+        for unit in self.units(claimed).await? {
             let permit = Arc::clone(&self.inner.in_flight).acquire_owned().await;
             let this = self.clone();
             tasks.spawn(async move {
                 let _permit = permit;
-                this.attempt(delivery, claim).await
+                this.attempt(unit).await
             });
         }
         let mut first_error = None;
@@ -590,54 +601,142 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
         }
     }
 
-    /// One attempt of a claimed delivery, persisted.
-    async fn attempt(&self, mut delivery: Delivery, claim: Claim) -> Result<(), OutboxError> {
-        let store = &self.inner.store;
-        let endpoint = store.endpoint(delivery.endpoint_id()).await?;
-        let event = store.event(delivery.event_id()).await?;
-        let (Some(endpoint), Some(event)) = (endpoint, event) else {
-            return self.hold_claimed(delivery, &claim).await;
-        };
-        if !endpoint.is_enabled() {
-            return self.hold_claimed(delivery, &claim).await;
+    /// Groups claimed deliveries into what one request carries: one
+    /// delivery, or for an endpoint with batching up to `max_events` of its
+    /// deliveries, oldest first.
+    async fn units(&self, claimed: Vec<(Delivery, Claim)>) -> Result<Vec<Unit>, OutboxError> {
+        if claimed.is_empty() {
+            return Ok(Vec::new());
         }
+        let batching: HashMap<EndpointId, Batching> = self
+            .inner
+            .store
+            .endpoints()
+            .await?
+            .into_iter()
+            .filter_map(|e| e.batching().map(|b| (e.id().clone(), b)))
+            .collect();
+        let mut units = Vec::new();
+        let mut batched: HashMap<EndpointId, Vec<(Delivery, Claim)>> = HashMap::new();
+        for (delivery, claim) in claimed {
+            if batching.contains_key(delivery.endpoint_id()) {
+                batched
+                    .entry(delivery.endpoint_id().clone())
+                    .or_default()
+                    .push((delivery, claim));
+            } else {
+                units.push(Unit {
+                    items: vec![(delivery, claim)],
+                    batching: None,
+                });
+            }
+        }
+        for (endpoint, mut items) in batched {
+            let batch = batching[&endpoint];
+            // Ids are time-ordered and monotonic: creation order.
+            items.sort_by(|(a, _), (b, _)| (a.created_at(), a.id()).cmp(&(b.created_at(), b.id())));
+            let size = usize::try_from(batch.max_events)
+                .unwrap_or(usize::MAX)
+                .max(1);
+            while !items.is_empty() {
+                let rest = items.split_off(size.min(items.len()));
+                units.push(Unit {
+                    items: std::mem::replace(&mut items, rest),
+                    batching: Some(batch),
+                });
+            }
+        }
+        Ok(units)
+    }
+
+    /// One attempt of a unit (a delivery, or a batch of one endpoint's
+    /// deliveries), persisted.
+    async fn attempt(&self, unit: Unit) -> Result<(), OutboxError> {
+        let store = &self.inner.store;
+        let Some((first, _)) = unit.items.first() else {
+            return Ok(());
+        };
+        let endpoint = store.endpoint(first.endpoint_id()).await?;
+        let mut events = Vec::with_capacity(unit.items.len());
+        for (delivery, _) in &unit.items {
+            events.push(store.event(delivery.event_id()).await?);
+        }
+        let endpoint = match endpoint {
+            Some(endpoint) if endpoint.is_enabled() && events.iter().all(Option::is_some) => {
+                endpoint
+            }
+            _ => return self.hold_all(unit.items).await,
+        };
+        let events: Vec<StoredEvent> = events.into_iter().flatten().collect();
         let now = self.now();
-        if endpoint.is_ordered() {
-            if let Some(until) = self.wait_for_head(&delivery, now).await? {
-                return self.defer_claimed(delivery, &claim, until).await;
+        if let Some(batch) = unit.batching {
+            // Wait for a fuller batch, unless it is full, a retry, or its
+            // oldest event has waited long enough.
+            let oldest = unit.items[0].0.created_at();
+            let fresh = unit.items.iter().all(|(d, _)| d.attempts() == 0);
+            let full = unit.items.len() >= usize::try_from(batch.max_events).unwrap_or(usize::MAX);
+            let ready_at = oldest + batch.max_wait;
+            if fresh && !full && now < ready_at {
+                return self.defer_all(unit.items, ready_at).await;
+            }
+        }
+        if endpoint.is_ordered() && unit.batching.is_none() {
+            if let Some(until) = self.wait_for_head(&unit.items[0].0, now).await? {
+                return self.defer_all(unit.items, until).await;
             }
         }
         if let Err(until) = self.admit(&endpoint, now) {
-            return self.defer_claimed(delivery, &claim, until).await;
+            return self.defer_all(unit.items, until).await;
         }
+        let (delivery_id, claim_attempt) =
+            (unit.items[0].0.id().clone(), unit.items[0].1.attempt());
         let span = tracing::info_span!(
             "hookway.attempt",
-            delivery = %delivery.id(),
+            delivery = %delivery_id,
             endpoint = %endpoint.id(),
-            attempt = claim.attempt(),
+            attempt = claim_attempt,
+            batch = unit.items.len(),
         );
+        // One event: its own body and id. A batch: a JSON array of the
+        // stored bodies (not re-serialised), signed under the first
+        // delivery's id.
+        let (payload, message_id) = if unit.batching.is_none() {
+            (events[0].payload.clone(), events[0].id.clone())
+        } else {
+            let mut body =
+                Vec::with_capacity(events.iter().map(|e| e.payload.len() + 1).sum::<usize>() + 2);
+            body.push(b'[');
+            for (i, event) in events.iter().enumerate() {
+                if i > 0 {
+                    body.push(b',');
+                }
+                body.extend_from_slice(&event.payload);
+            }
+            body.push(b']');
+            let id = MessageId::new(delivery_id.as_str())
+                .unwrap_or_else(|_| MessageId::generate_at(now));
+            (Bytes::from(body), id)
+        };
         let started_at = self.now();
-        let request = match endpoint.request(
-            event.payload.clone(),
-            &event.id,
-            &event.event_type,
-            delivery.id(),
-            started_at,
-            None,
-        ) {
-            Ok(request) => request,
-            // Every signing key has expired: keep the delivery until keys
-            // are fixed rather than failing it.
+        let result = match self
+            .send_signed(
+                &endpoint,
+                payload,
+                &message_id,
+                &events[0].event_type,
+                &delivery_id,
+                started_at,
+            )
+            .await
+        {
+            Ok(result) => result,
+            // Every signing key has expired: keep the deliveries until keys
+            // are fixed rather than failing them.
             Err(_) => {
                 self.release_slot(endpoint.id());
-                return self.hold_claimed(delivery, &claim).await;
+                return self.hold_all(unit.items).await;
             }
         };
-        let result = self
-            .inner
-            .dispatcher
-            .send(request, endpoint.timeout())
-            .await;
         let finished_at = self.now();
         let duration = (finished_at - started_at).try_into().unwrap_or_default();
         let report = match &result {
@@ -652,87 +751,193 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
             ),
         };
         let outcome = *report.outcome();
-        let completed = {
-            let mut rng = self
-                .inner
-                .rng
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            delivery.complete(
-                &claim,
-                report,
-                endpoint.retry_policy(),
-                finished_at,
-                &mut *rng,
-            )
-        };
-        let completed = match completed {
-            Ok(completed) => completed,
-            Err(e) => {
-                self.release_slot(endpoint.id());
-                return Err(e.into());
+        let mut settled = None;
+        let mut any_retry = false;
+        let mut first_error = None;
+        for (mut delivery, claim) in unit.items {
+            let completed = {
+                let mut rng = self
+                    .inner
+                    .rng
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                delivery.complete(
+                    &claim,
+                    report.clone(),
+                    endpoint.retry_policy(),
+                    finished_at,
+                    &mut *rng,
+                )
+            };
+            let completed = match completed {
+                Ok(completed) => completed,
+                Err(e) => {
+                    first_error.get_or_insert(OutboxError::from(e));
+                    continue;
+                }
+            };
+            let retry_at = match completed.next {
+                Next::RetryAt(at) => Some(at),
+                _ => None,
+            };
+            any_retry |= retry_at.is_some();
+            if settled.is_none() {
+                settled = Some(self.settle(
+                    endpoint.id(),
+                    &outcome,
+                    &completed.next,
+                    retry_at,
+                    finished_at,
+                ));
             }
-        };
-        let retry_at = match completed.next {
-            Next::RetryAt(at) => Some(at),
+            tracing::info!(
+                parent: &span,
+                delivery = %delivery.id(),
+                status = completed.attempt.status(),
+                error = ?completed.attempt.error_kind(),
+                next = ?completed.next,
+                "attempt finished"
+            );
+            let delivery_id = delivery.id().clone();
+            let attempts = delivery.attempts();
+            if let Err(e) = store
+                .save(
+                    delivery,
+                    claim.token(),
+                    StateKind::InFlight,
+                    Some(completed.attempt.clone()),
+                )
+                .await
+            {
+                first_error.get_or_insert(e.into());
+                continue;
+            }
+            self.notify_completed(delivery_id, endpoint.id().clone(), attempts, completed);
+        }
+        match settled {
+            Some(Some(reason)) => self.disable(endpoint, reason).await?,
+            Some(None) => {}
+            None => self.release_slot(endpoint.id()),
+        }
+        if any_retry {
+            self.inner.wake.notify_waiters();
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Signs and sends one request at `now`, with the endpoint's OAuth2
+    /// token if it uses one: fetched and cached by the token cache, and on a
+    /// 401 dropped, fetched again and the request sent once more. A token
+    /// that cannot be fetched fails the attempt like a transport error (so
+    /// it is logged and retried per the policy).
+    async fn send_signed(
+        &self,
+        endpoint: &Endpoint,
+        payload: Bytes,
+        message_id: &MessageId,
+        event_type: &EventType,
+        delivery_id: &DeliveryId,
+        now: OffsetDateTime,
+    ) -> Result<Result<http::Response<Bytes>, TransportError>, SignError> {
+        let dispatcher = &self.inner.dispatcher;
+        let client = match endpoint.auth() {
+            Some(auth @ Auth::OAuth2ClientCredentials { .. }) => {
+                ClientCredentials::try_from(auth).ok()
+            }
             _ => None,
         };
-        let disable = self.settle(
-            endpoint.id(),
-            &outcome,
-            &completed.next,
-            retry_at,
-            finished_at,
-        );
-        tracing::info!(
-            parent: &span,
-            status = completed.attempt.status(),
-            error = ?completed.attempt.error_kind(),
-            next = ?completed.next,
-            "attempt finished"
-        );
-        let delivery_id = delivery.id().clone();
-        let attempts = delivery.attempts();
-        self.inner
-            .store
-            .save(
-                delivery,
-                claim.token(),
-                StateKind::InFlight,
-                Some(completed.attempt.clone()),
-            )
-            .await?;
-        let endpoint_id = endpoint.id().clone();
+        let Some(client) = client else {
+            let request =
+                endpoint.request(payload, message_id, event_type, delivery_id, now, None)?;
+            return Ok(dispatcher.send(request, endpoint.timeout()).await);
+        };
+        let tokens = &self.inner.tokens;
+        let mut refreshed = false;
+        loop {
+            let token = match tokens
+                .token(dispatcher, &client, self.now(), endpoint.timeout())
+                .await
+            {
+                Ok(token) => token,
+                Err(error) => {
+                    let kind = match &error {
+                        TokenError::Transport(t) => t.kind(),
+                        _ => crate::dispatch::TransportErrorKind::Other,
+                    };
+                    return Ok(Err(TransportError::new(
+                        kind,
+                        format!("OAuth2 token request failed: {error}"),
+                    )));
+                }
+            };
+            let request = endpoint.request(
+                payload.clone(),
+                message_id,
+                event_type,
+                delivery_id,
+                now,
+                Some(&token),
+            )?;
+            let result = dispatcher.send(request, endpoint.timeout()).await;
+            let unauthorized =
+                matches!(&result, Ok(r) if r.status() == http::StatusCode::UNAUTHORIZED);
+            if unauthorized && !refreshed {
+                refreshed = true;
+                tokens.invalidate(&client, &token);
+                continue;
+            }
+            return Ok(result);
+        }
+    }
+
+    fn notify_completed(
+        &self,
+        delivery: DeliveryId,
+        endpoint: EndpointId,
+        attempts: u32,
+        completed: Completed,
+    ) {
         self.emit(Notification::AttemptFinished {
-            delivery: delivery_id.clone(),
-            endpoint: endpoint_id.clone(),
+            delivery: delivery.clone(),
+            endpoint: endpoint.clone(),
             attempt: completed.attempt,
         });
-        match &completed.next {
+        match completed.next {
             Next::Delivered if attempts > 1 => self.emit(Notification::DeliveryRecovered {
-                delivery: delivery_id,
-                endpoint: endpoint_id,
+                delivery,
+                endpoint,
                 attempts,
             }),
             Next::RetryAt(_) if attempts == self.inner.config.failing_after_attempts => {
                 self.emit(Notification::DeliveryFailing {
-                    delivery: delivery_id,
-                    endpoint: endpoint_id,
+                    delivery,
+                    endpoint,
                     attempts,
                 });
             }
             Next::Failed(reason) => self.emit(Notification::DeliveryFailed {
-                delivery: delivery_id,
-                endpoint: endpoint_id,
-                reason: *reason,
+                delivery,
+                endpoint,
+                reason,
             }),
             _ => {}
         }
-        if let Some(reason) = disable {
-            self.disable(endpoint, reason).await?;
+    }
+
+    async fn hold_all(&self, items: Vec<(Delivery, Claim)>) -> Result<(), OutboxError> {
+        for (delivery, claim) in items {
+            self.hold_claimed(delivery, &claim).await?;
         }
-        if retry_at.is_some() {
-            self.inner.wake.notify_waiters();
+        Ok(())
+    }
+
+    async fn defer_all(
+        &self,
+        items: Vec<(Delivery, Claim)>,
+        until: OffsetDateTime,
+    ) -> Result<(), OutboxError> {
+        for (delivery, claim) in items {
+            self.defer_claimed(delivery, &claim, until).await?;
         }
         Ok(())
     }
@@ -823,8 +1028,16 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
         );
         let claim = delivery.claim(now, self.inner.config.lease)?;
         let started_at = self.now();
-        let request = target.request(payload, &event.id, &TEST, delivery.id(), started_at, None)?;
-        let result = self.inner.dispatcher.send(request, target.timeout()).await;
+        let result = self
+            .send_signed(
+                &target,
+                payload,
+                &event.id,
+                &TEST,
+                delivery.id(),
+                started_at,
+            )
+            .await?;
         let finished_at = self.now();
         let duration = (finished_at - started_at).try_into().unwrap_or_default();
         let report = match &result {

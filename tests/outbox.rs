@@ -394,3 +394,83 @@ async fn send_test_returns_the_attempt_synchronously() {
         .is_empty());
     assert!(s.outbox.send_test(&"nope".parse().unwrap()).await.is_err());
 }
+
+#[tokio::test]
+async fn oauth2_tokens_are_fetched_cached_and_refreshed_once_on_401() {
+    use hookway::endpoint::{Auth, Credential};
+    const TOKEN_URL: &str = "https://auth.example.com/token";
+    const HOOK: &str = "https://oauth.example.com/hooks";
+    let token = |t: &str| {
+        Reply::status(200).body(format!(
+            r#"{{"access_token":"{t}","token_type":"Bearer","expires_in":3600}}"#
+        ))
+    };
+    let dispatcher = ScriptedDispatcher::new()
+        .reply_for(TOKEN_URL, token("t1"))
+        .reply_for(TOKEN_URL, token("t2"))
+        .reply_for(HOOK, Reply::status(401));
+    let clock = ManualClock::new(T0);
+    let outbox = Outbox::with_config(
+        MemoryStore::new(),
+        dispatcher,
+        OutboxConfig::default(),
+        clock.clone(),
+    );
+    outbox
+        .add_endpoint(
+            Endpoint::builder(
+                "ep_oauth".parse().unwrap(),
+                HOOK,
+                Scheme::standard(),
+                Secret::generate(),
+            )
+            .auth(Auth::OAuth2ClientCredentials {
+                token_url: TOKEN_URL.parse().unwrap(),
+                client_id: "client".into(),
+                client_secret: Credential::new("s3cret"),
+                scope: None,
+            })
+            .build()
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let (id, ty) = ticket();
+    let ids = outbox
+        .publish(id, ty.clone(), &json!({}), &[])
+        .await
+        .unwrap();
+    outbox.run_once().await.unwrap();
+    let seen: Vec<(String, Option<String>)> = outbox
+        .dispatcher()
+        .requests()
+        .iter()
+        .map(|r| {
+            (
+                r.request.uri().to_string(),
+                r.request
+                    .headers()
+                    .get("authorization")
+                    .map(|v| v.to_str().unwrap().to_owned()),
+            )
+        })
+        .collect();
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert_eq!(seen[0].0, TOKEN_URL);
+    assert_eq!(seen[1], (HOOK.to_owned(), Some("Bearer t1".to_owned())));
+    assert_eq!(seen[2].0, TOKEN_URL);
+    assert_eq!(seen[3], (HOOK.to_owned(), Some("Bearer t2".to_owned())));
+    let d = outbox.store().delivery(&ids[0]).await.unwrap().unwrap();
+    assert_eq!(d.state().kind(), StateKind::Delivered);
+    assert_eq!(outbox.store().attempts(&ids[0]).await.unwrap().len(), 1);
+
+    // The cached token serves the next event: no token request.
+    outbox
+        .publish("msg_2".parse().unwrap(), ty, &json!({}), &[])
+        .await
+        .unwrap();
+    outbox.run_once().await.unwrap();
+    let sent = outbox.dispatcher().requests();
+    assert_eq!(sent.len(), 5);
+    assert_eq!(sent[4].request.headers()["authorization"], "Bearer t2");
+}

@@ -368,3 +368,69 @@ async fn consecutive_failures_disable_when_configured() {
     assert_eq!(count(&outbox, StateKind::Held).await, 3);
     assert_eq!(outbox.dispatcher().requests().len(), 3);
 }
+
+#[tokio::test]
+async fn batches_go_as_one_json_array_and_retry_together() {
+    let dispatcher = ScriptedDispatcher::new()
+        .reply(Reply::status(200))
+        .reply(Reply::status(503));
+    let (outbox, clock) = outbox_with(
+        dispatcher,
+        endpoint()
+            .batching(3, Duration::from_secs(10))
+            .build()
+            .unwrap(),
+        OutboxConfig::default(),
+    )
+    .await;
+    publish_n(&outbox, 3).await;
+    outbox.run_once().await.unwrap();
+    let sent = outbox.dispatcher().requests();
+    assert_eq!(sent.len(), 1, "a full batch goes at once");
+    let body: serde_json::Value = serde_json::from_slice(sent[0].request.body()).unwrap();
+    assert_eq!(body, json!([{ "i": 0 }, { "i": 1 }, { "i": 2 }]));
+    assert_eq!(count(&outbox, StateKind::Delivered).await, 3);
+
+    // A partial batch waits for up to max_wait, then goes as it is.
+    for i in 3..5 {
+        outbox
+            .publish(
+                format!("msg_{i}").parse().unwrap(),
+                ty(),
+                &json!({ "i": i }),
+                &[],
+            )
+            .await
+            .unwrap();
+    }
+    outbox.run_once().await.unwrap();
+    assert_eq!(outbox.dispatcher().requests().len(), 1);
+    clock.advance(Duration::from_secs(10));
+    outbox.run_once().await.unwrap();
+    let sent = outbox.dispatcher().requests();
+    assert_eq!(sent.len(), 2);
+    let body: serde_json::Value = serde_json::from_slice(sent[1].request.body()).unwrap();
+    assert_eq!(body, json!([{ "i": 3 }, { "i": 4 }]));
+    // That batch failed (503): both are retried together, in one request.
+    let pending = outbox
+        .store()
+        .deliveries(&DeliveryQuery {
+            state: Some(StateKind::Pending),
+            ..DeliveryQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 2);
+    assert_eq!(pending[0].state(), pending[1].state());
+    clock.advance(Duration::from_secs(5));
+    outbox.run_once().await.unwrap();
+    assert_eq!(outbox.dispatcher().requests().len(), 3);
+    assert_eq!(count(&outbox, StateKind::Delivered).await, 5);
+    let ids: Vec<_> = outbox
+        .store()
+        .deliveries(&DeliveryQuery::default())
+        .await
+        .unwrap();
+    let attempts = outbox.store().attempts(ids[3].id()).await.unwrap();
+    assert_eq!(attempts.len(), 2);
+}
