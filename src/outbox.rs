@@ -259,6 +259,9 @@ struct Inner<S, D> {
     gates: Mutex<HashMap<EndpointId, Gate>>,
     observers: Mutex<Vec<Arc<dyn Observer>>>,
     tokens: TokenCache,
+    /// Claims handed to attempts that have not finished, so a shutdown that
+    /// aborts them can give the deliveries back at once.
+    claimed: Mutex<HashMap<DeliveryId, (Delivery, Claim)>>,
 }
 
 impl<S, D> Clone for Outbox<S, D> {
@@ -294,6 +297,7 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
                 gates: Mutex::new(HashMap::new()),
                 observers: Mutex::new(Vec::new()),
                 tokens: TokenCache::new(),
+                claimed: Mutex::new(HashMap::new()),
                 config,
             }),
         }
@@ -331,6 +335,31 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
         for observer in observers {
             observer.notify(&notification);
         }
+    }
+
+    fn claims(&self) -> std::sync::MutexGuard<'_, HashMap<DeliveryId, (Delivery, Claim)>> {
+        self.inner
+            .claimed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Gives back every delivery whose attempt was abandoned (shutdown),
+    /// due now and not charged an attempt. A delivery whose result was
+    /// stored meanwhile is left as it is (the store refuses the stale write).
+    async fn release_abandoned(&self) {
+        let abandoned: Vec<_> = self.claims().drain().map(|(_, v)| v).collect();
+        let now = self.now();
+        for (mut delivery, claim) in abandoned {
+            if delivery.release(&claim, now).is_ok() {
+                let _ = self
+                    .inner
+                    .store
+                    .save(delivery, claim.token(), StateKind::InFlight, None)
+                    .await;
+            }
+        }
+        self.inner.wake.notify_waiters();
     }
 
     fn gates(&self) -> std::sync::MutexGuard<'_, HashMap<EndpointId, Gate>> {
@@ -580,13 +609,24 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
             .claim_due(self.now(), config.lease, config.claim_batch)
             .await?;
         let count = claimed.len();
+        self.claims().extend(
+            claimed
+                .iter()
+                .map(|(d, c)| (d.id().clone(), (d.clone(), c.clone()))),
+        );
         let mut tasks = JoinSet::new();
         for unit in self.units(claimed).await? {
             let permit = Arc::clone(&self.inner.in_flight).acquire_owned().await;
             let this = self.clone();
+            let ids: Vec<DeliveryId> = unit.items.iter().map(|(d, _)| d.id().clone()).collect();
             tasks.spawn(async move {
                 let _permit = permit;
-                this.attempt(unit).await
+                let result = this.attempt(unit).await;
+                let mut claims = this.claims();
+                for id in &ids {
+                    claims.remove(id);
+                }
+                result
             });
         }
         let mut first_error = None;
@@ -1110,7 +1150,7 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
     /// Starts `workers` worker tasks on the current tokio runtime. They
     /// claim and attempt due deliveries, and sleep until the next one is
     /// due (or a publish wakes them) rather than polling.
-    pub fn start(&self, workers: usize) -> Workers {
+    pub fn start(&self, workers: usize) -> Workers<S, D> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut tasks = JoinSet::new();
         for _ in 0..workers.max(1) {
@@ -1119,11 +1159,8 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
             tasks.spawn(async move { this.work(&stop).await });
         }
         Workers {
+            outbox: self.clone(),
             stop,
-            wake: Box::new({
-                let this = self.clone();
-                move || this.inner.wake.notify_waiters()
-            }),
             tasks,
         }
     }
@@ -1161,29 +1198,32 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
 }
 
 /// Running worker tasks; see [`Outbox::start`].
-pub struct Workers {
+pub struct Workers<S, D> {
+    outbox: Outbox<S, D>,
     stop: Arc<AtomicBool>,
-    wake: Box<dyn Fn() + Send + Sync>,
     tasks: JoinSet<()>,
 }
 
-impl Workers {
-    /// Stops claiming new work, lets attempts in flight finish (their results
-    /// are stored) for up to `deadline`, then aborts what is left. Aborted
-    /// attempts lose nothing: their claims expire and the deliveries are
-    /// attempted again.
+impl<S: Store, D: Dispatcher> Workers<S, D> {
+    /// Stops claiming new work and lets attempts in flight finish (their
+    /// results are stored) for up to `deadline`; then aborts what is left
+    /// and gives those deliveries back, due now and not charged an attempt.
+    /// Nothing is lost: an attempt aborted after its request was sent may
+    /// reach the receiver twice (delivery is at-least-once), never zero
+    /// times.
     pub async fn shutdown(mut self, deadline: Duration) {
         self.stop.store(true, Ordering::Release);
-        (self.wake)();
+        self.outbox.inner.wake.notify_waiters();
         let drain = async { while self.tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(deadline, drain).await.is_err() {
             self.tasks.abort_all();
             while self.tasks.join_next().await.is_some() {}
         }
+        self.outbox.release_abandoned().await;
     }
 }
 
-impl std::fmt::Debug for Workers {
+impl<S, D> std::fmt::Debug for Workers<S, D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Workers")
             .field("tasks", &self.tasks.len())

@@ -434,3 +434,40 @@ async fn batches_go_as_one_json_array_and_retry_together() {
     let attempts = outbox.store().attempts(ids[3].id()).await.unwrap();
     assert_eq!(attempts.len(), 2);
 }
+
+/// Never answers: an attempt that only a shutdown ends.
+struct Hang;
+
+impl Dispatcher for Hang {
+    fn send(
+        &self,
+        _request: http::Request<Bytes>,
+        _timeout: Duration,
+    ) -> impl Future<Output = Result<http::Response<Bytes>, TransportError>> + Send {
+        std::future::pending()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_gives_abandoned_deliveries_back_at_once() {
+    let (outbox, _clock) =
+        outbox_with(Hang, endpoint().build().unwrap(), OutboxConfig::default()).await;
+    publish_n(&outbox, 2).await;
+    let workers = outbox.start(1);
+    // Let the worker claim and start sending.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(count(&outbox, StateKind::InFlight).await, 2);
+    workers.shutdown(Duration::from_secs(1)).await;
+    let all = outbox
+        .store()
+        .deliveries(&DeliveryQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 2);
+    for d in all {
+        assert_eq!(d.state(), &DeliveryState::Pending { due_at: T0 });
+        assert_eq!(d.attempts(), 0, "an abandoned attempt is not charged");
+    }
+}
