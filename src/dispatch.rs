@@ -30,7 +30,12 @@ pub const DEFAULT_MAX_RESPONSE_BODY: usize = 64 * 1024;
 ///   [`DEFAULT_MAX_RESPONSE_BODY`]) and return the rest of the response as
 ///   received, whatever its status: classifying it is the caller's job;
 /// - never put secrets (URL credentials, headers) into a [`TransportError`]
-///   message.
+///   message;
+/// - present the [`ClientIdentity`](crate::endpoint::ClientIdentity) found in
+///   the request's extensions as the TLS client certificate, or, if they
+///   cannot, refuse the request with a [`TransportError`] of kind
+///   [`TransportErrorKind::RefusedByPolicy`] rather than send it without the
+///   certificate (over plain `http://` there is no TLS and it is ignored).
 ///
 /// The returned future must be `Send`, so the engine can run it on any tokio
 /// worker.

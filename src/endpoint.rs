@@ -1,5 +1,5 @@
 //! A destination for webhooks: [`Endpoint`], its authentication
-//! ([`Auth`]) and the request each attempt sends.
+//! ([`Auth`], [`ClientIdentity`]) and the request each attempt sends.
 //!
 //! Building the request is pure: [`Endpoint::request`] takes the payload,
 //! the ids and the attempt's time and returns the signed `http::Request`.
@@ -9,11 +9,14 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::Uri;
+use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
@@ -73,6 +76,119 @@ impl fmt::Debug for Credential {
 impl fmt::Display for Credential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[redacted]")
+    }
+}
+
+/// A TLS client certificate for mutual TLS (mTLS): a PEM bundle holding the
+/// certificate chain (leaf first) and its private key.
+///
+/// Give it to an endpoint with [`EndpointBuilder::client_identity`];
+/// [`Endpoint::request`] then puts a clone into every request's
+/// [`http::Extensions`], where any [`Dispatcher`](crate::dispatch::Dispatcher)
+/// finds it with `request.extensions().get::<ClientIdentity>()`. The core
+/// does not parse it (the default build has no TLS library): the dispatcher
+/// that presents it does, and reports a PEM it cannot use as an error of
+/// that request. The `reqwest` adapter (feature `reqwest`,
+/// `adapters::reqwest::ReqwestDispatcher`) accepts what its builder's
+/// `identity_pem` accepts (PKCS#8, PKCS#1 or SEC1 keys; RSA, ECDSA
+/// P-256/P-384 or Ed25519), and fails a request whose PEM it cannot use
+/// with [`TransportErrorKind::Tls`](crate::dispatch::TransportErrorKind::Tls)
+/// before any network activity.
+///
+/// # The rule for dispatchers
+///
+/// A dispatcher that does not support client certificates must refuse a
+/// request carrying a `ClientIdentity` (with a [`TransportError`] of kind
+/// [`RefusedByPolicy`](crate::dispatch::TransportErrorKind::RefusedByPolicy)),
+/// never send it without the certificate: the receiver's authentication
+/// depends on it. The one exception is a plain `http://` URL (local
+/// development, when the dispatcher allows plain HTTP at all): there is no
+/// TLS, so no certificate to present, and the identity is ignored.
+///
+/// # Handling
+///
+/// - **Wiped on drop.** The PEM bytes live in one shared buffer that is
+///   zeroed when the last clone is dropped. Copies made before
+///   [`from_pem`](Self::from_pem) (a file read, a `String`) are the
+///   caller's to wipe; passing a `Vec<u8>` moves it in without a copy.
+/// - **Redacted.** `Debug` shows only the [`id`](Self::id).
+/// - **Cheap to clone.** Clones share the buffer (an [`Arc`]), so putting
+///   one into every request costs a reference count.
+/// - **A stable id.** [`id`](Self::id) is the SHA-256 of the PEM bytes, in
+///   lowercase hex: the same bytes always give the same id, so a dispatcher
+///   can cache what it builds from an identity (a TLS client, say) under
+///   it. The id is not secret (a one-way hash of high-entropy key material)
+///   and may be logged. Equality and hashing compare ids.
+///
+/// ```
+/// use hookway::endpoint::{ClientIdentity, Endpoint};
+/// use hookway::{Scheme, Secret};
+///
+/// # let pem = b"-----BEGIN CERTIFICATE-----\n...\n-----END CERTIFICATE-----\n".to_vec();
+/// // let pem = std::fs::read("/etc/hookway/tenant-42.pem")?;
+/// let identity = ClientIdentity::from_pem(pem);
+/// let endpoint = Endpoint::builder(
+///     "ep_1".parse()?,
+///     "https://example.com/webhooks",
+///     Scheme::standard(),
+///     Secret::generate(),
+/// )
+/// .client_identity(identity.clone())
+/// .build()?;
+/// assert_eq!(endpoint.client_identity(), Some(&identity));
+/// assert!(!format!("{identity:?}").contains("BEGIN"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// [`TransportError`]: crate::dispatch::TransportError
+#[derive(Clone)]
+pub struct ClientIdentity(Arc<IdentityInner>);
+
+struct IdentityInner {
+    pem: Zeroizing<Vec<u8>>,
+    id: String,
+}
+
+impl ClientIdentity {
+    /// Wraps `pem`: the certificate chain (leaf first) and the private key,
+    /// in PEM. Not parsed here; see the [type documentation](Self).
+    pub fn from_pem(pem: impl Into<Vec<u8>>) -> Self {
+        let pem = Zeroizing::new(pem.into());
+        let id = hex::encode(Sha256::digest(pem.as_slice()));
+        Self(Arc::new(IdentityInner { pem, id }))
+    }
+
+    /// The stable, non-secret id: the SHA-256 of the PEM bytes, 64
+    /// lowercase hex digits.
+    pub fn id(&self) -> &str {
+        &self.0.id
+    }
+
+    /// The PEM bytes. Named so that every use stands out in review.
+    pub fn expose_pem(&self) -> &[u8] {
+        &self.0.pem
+    }
+}
+
+impl fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientIdentity")
+            .field("id", &self.id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for ClientIdentity {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.id() == other.id()
+    }
+}
+
+impl Eq for ClientIdentity {}
+
+impl Hash for ClientIdentity {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.id().hash(state);
     }
 }
 
@@ -188,6 +304,7 @@ pub struct Endpoint {
     ordered: bool,
     batching: Option<Batching>,
     auth: Option<Auth>,
+    client_identity: Option<ClientIdentity>,
     event_header: Option<HeaderName>,
     delivery_header: Option<HeaderName>,
 }
@@ -217,6 +334,7 @@ impl Endpoint {
             ordered: false,
             batching: None,
             auth: None,
+            client_identity: None,
             event_header: None,
             delivery_header: None,
         }
@@ -297,6 +415,11 @@ impl Endpoint {
         self.auth.as_ref()
     }
 
+    /// The TLS client certificate, if any; see [`ClientIdentity`].
+    pub fn client_identity(&self) -> Option<&ClientIdentity> {
+        self.client_identity.as_ref()
+    }
+
     /// Whether an event of `event_type` on `channels` goes to this endpoint:
     /// it is enabled or not (held events count), its filter matches, and it
     /// has no channels or shares one with the event.
@@ -311,7 +434,9 @@ impl Endpoint {
     /// `Content-Type: application/json`, the `User-Agent`, the event type and
     /// delivery id headers if configured, the endpoint's extra headers, and
     /// the authentication; `bearer` is the current OAuth2 token for
-    /// [`Auth::OAuth2ClientCredentials`] (ignored otherwise).
+    /// [`Auth::OAuth2ClientCredentials`] (ignored otherwise). The
+    /// endpoint's [`ClientIdentity`], if any, goes into the request's
+    /// extensions, for the dispatcher to present in the TLS handshake.
     pub fn request(
         &self,
         payload: Bytes,
@@ -384,6 +509,9 @@ impl Endpoint {
         *request.method_mut() = http::Method::POST;
         *request.uri_mut() = self.url.clone();
         *request.headers_mut() = headers;
+        if let Some(identity) = &self.client_identity {
+            request.extensions_mut().insert(identity.clone());
+        }
         Ok(request)
     }
 }
@@ -416,6 +544,7 @@ pub struct EndpointBuilder {
     ordered: bool,
     batching: Option<Batching>,
     auth: Option<Auth>,
+    client_identity: Option<ClientIdentity>,
     event_header: Option<String>,
     delivery_header: Option<String>,
 }
@@ -498,6 +627,14 @@ impl EndpointBuilder {
     /// How to authenticate, on top of the signature.
     pub fn auth(mut self, auth: Auth) -> Self {
         self.auth = Some(auth);
+        self
+    }
+
+    /// A TLS client certificate for mutual TLS, presented by the dispatcher
+    /// on every request to this endpoint (see [`ClientIdentity`] for what a
+    /// dispatcher must do with it).
+    pub fn client_identity(mut self, identity: ClientIdentity) -> Self {
+        self.client_identity = Some(identity);
         self
     }
 
@@ -586,6 +723,7 @@ impl EndpointBuilder {
             ordered: self.ordered,
             batching: self.batching,
             auth: self.auth,
+            client_identity: self.client_identity,
             event_header,
             delivery_header,
         })

@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hookway::delivery::DeliveryId;
-use hookway::endpoint::{Auth, Credential, Endpoint, EndpointError, DEFAULT_TIMEOUT};
+use hookway::endpoint::{
+    Auth, ClientIdentity, Credential, Endpoint, EndpointError, DEFAULT_TIMEOUT,
+};
 use hookway::{EventFilter, EventType, KeyError, MessageId, Scheme, Secret, Verifier};
 use time::macros::datetime;
 use time::OffsetDateTime;
@@ -273,4 +275,98 @@ fn filters_and_channels() {
     .unwrap();
     assert!(open.wants(&t("anything"), &[]));
     assert!(open.wants(&t("anything"), &["tenant_9"]));
+}
+
+/// Stands in for a certificate chain and key: the core never parses it.
+const FAKE_PEM: &str = "-----BEGIN CERTIFICATE-----\nQ0VSVA==\n-----END CERTIFICATE-----\n\
+-----BEGIN PRIVATE KEY-----\nS3CR3T-K3Y\n-----END PRIVATE KEY-----\n";
+
+#[test]
+fn client_identity_is_redacted_with_a_stable_id() {
+    // The id is the SHA-256 of the PEM bytes, in lowercase hex.
+    assert_eq!(
+        ClientIdentity::from_pem("abc").id(),
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+    let identity = ClientIdentity::from_pem(FAKE_PEM);
+    assert_eq!(identity.id().len(), 64);
+    assert!(identity
+        .id()
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+    assert_eq!(identity.expose_pem(), FAKE_PEM.as_bytes());
+
+    // Same bytes, however given: same id, equal.
+    for same in [
+        ClientIdentity::from_pem(FAKE_PEM.to_owned()),
+        ClientIdentity::from_pem(FAKE_PEM.as_bytes()),
+        ClientIdentity::from_pem(FAKE_PEM.as_bytes().to_vec()),
+    ] {
+        assert_eq!(same.id(), identity.id());
+        assert_eq!(same, identity);
+    }
+    let other = ClientIdentity::from_pem(format!("{FAKE_PEM}\n"));
+    assert_ne!(other.id(), identity.id());
+    assert_ne!(other, identity);
+    let set: std::collections::HashSet<_> = [identity.clone(), identity.clone(), other].into();
+    assert_eq!(set.len(), 2);
+
+    // Clones share one buffer.
+    let clone = identity.clone();
+    assert_eq!(clone.expose_pem().as_ptr(), identity.expose_pem().as_ptr());
+
+    // Debug shows the id only.
+    let debug = format!("{identity:?}");
+    assert!(debug.contains(identity.id()), "{debug}");
+    for secret in ["S3CR3T", "PRIVATE", "BEGIN", "Q0VSVA"] {
+        assert!(!debug.contains(secret), "{debug}");
+    }
+}
+
+#[test]
+fn the_client_identity_rides_in_every_request() {
+    let (id, ty, dlv) = ids();
+    let identity = ClientIdentity::from_pem(FAKE_PEM);
+    let endpoint = Endpoint::builder(
+        "ep_mtls".parse().unwrap(),
+        "https://example.com/hooks",
+        Scheme::standard(),
+        Secret::generate(),
+    )
+    .client_identity(identity.clone())
+    .build()
+    .unwrap();
+    assert_eq!(endpoint.client_identity(), Some(&identity));
+    assert!(!format!("{endpoint:?}").contains("S3CR3T"));
+
+    for now in [NOW, NOW + time::Duration::hours(1)] {
+        let request = endpoint
+            .request(Bytes::from_static(b"{}"), &id, &ty, &dlv, now, None)
+            .unwrap();
+        let carried = request.extensions().get::<ClientIdentity>().unwrap();
+        assert_eq!(carried, &identity);
+        assert_eq!(
+            carried.expose_pem().as_ptr(),
+            identity.expose_pem().as_ptr()
+        );
+        // Nothing of it in the headers.
+        for value in request.headers().values() {
+            assert!(!value.as_bytes().windows(6).any(|w| w == b"S3CR3T"));
+        }
+    }
+    assert_eq!(endpoint.clone().client_identity(), Some(&identity));
+
+    let plain = Endpoint::builder(
+        "ep_plain".parse().unwrap(),
+        "https://example.com/hooks",
+        Scheme::standard(),
+        Secret::generate(),
+    )
+    .build()
+    .unwrap();
+    assert_eq!(plain.client_identity(), None);
+    let request = plain
+        .request(Bytes::from_static(b"{}"), &id, &ty, &dlv, NOW, None)
+        .unwrap();
+    assert!(request.extensions().get::<ClientIdentity>().is_none());
 }

@@ -11,11 +11,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hookway::adapters::reqwest::{
-    BuildError, IdentityError, ReqwestDispatcher, ReqwestDispatcherBuilder, DEFAULT_USER_AGENT,
+    BuildError, IdentityError, ReqwestDispatcher, ReqwestDispatcherBuilder,
+    DEFAULT_IDENTITY_CLIENT_CAPACITY, DEFAULT_USER_AGENT,
 };
 use hookway::dispatch::{
     Dispatcher, TransportError, TransportErrorKind, DEFAULT_MAX_RESPONSE_BODY,
 };
+use hookway::endpoint::{ClientIdentity, Endpoint};
+use hookway::{Scheme, Secret};
 use http::{Request, Response, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -714,6 +717,165 @@ async fn a_client_certificate_is_accepted_and_bad_pem_is_typed() {
         identity_error(&format!("{corrupt}{TEST_KEY}")),
         IdentityError::MalformedPem
     );
+}
+
+// ---------------------------------------------------------------------------
+// Client certificates per request (per endpoint)
+// ---------------------------------------------------------------------------
+
+/// `request` carrying `identity`, as `Endpoint::request` makes it.
+fn with_identity(mut request: Request<Bytes>, identity: &ClientIdentity) -> Request<Bytes> {
+    request.extensions_mut().insert(identity.clone());
+    request
+}
+
+#[tokio::test]
+async fn a_request_identity_is_accepted_and_its_client_cached() {
+    let server = Server::start(|_| Reply::status("HTTP/1.1 200 OK", b"ok")).await;
+    let dispatcher = local().user_agent("sender/1").build().unwrap();
+    assert_eq!(
+        dispatcher.identity_client_capacity(),
+        DEFAULT_IDENTITY_CLIENT_CAPACITY
+    );
+    assert_eq!(dispatcher.cached_identity_clients(), 0);
+    let first = ClientIdentity::from_pem(format!("{TEST_CERT}{TEST_KEY}"));
+    // Same pair, other order: other bytes, so another identity.
+    let second = ClientIdentity::from_pem(format!("{TEST_KEY}{TEST_CERT}"));
+    assert_ne!(first.id(), second.id());
+
+    // Plain HTTP has no TLS: the identity is checked, then has nothing to do.
+    for _ in 0..2 {
+        let request = with_identity(post(&server.url("/a"), b"{}"), &first);
+        let response = send(&dispatcher, request).await.unwrap();
+        assert_eq!(response.body().as_ref(), b"ok");
+    }
+    assert_eq!(dispatcher.cached_identity_clients(), 1);
+
+    let request = with_identity(post(&server.url("/b"), b"{}"), &second);
+    assert_eq!(
+        send(&dispatcher, request).await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(dispatcher.cached_identity_clients(), 2);
+
+    // Without an identity: the dispatcher's own client, nothing cached.
+    let response = send(&dispatcher, post(&server.url("/c"), b"{}"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(dispatcher.cached_identity_clients(), 2);
+
+    // Clones share the cache.
+    let clone = dispatcher.clone();
+    let request = with_identity(post(&server.url("/d"), b"{}"), &second);
+    send(&clone, request).await.unwrap();
+    assert_eq!(clone.cached_identity_clients(), 2);
+    assert_eq!(dispatcher.cached_identity_clients(), 2);
+
+    let seen = server.requests();
+    assert_eq!(seen.len(), 5);
+    assert_eq!(seen[0].body, b"{}");
+    // The identity's client has the dispatcher's settings.
+    assert_eq!(seen[0].header("user-agent"), Some("sender/1"));
+}
+
+#[tokio::test]
+async fn an_endpoint_identity_reaches_the_dispatcher() {
+    let server = Server::start(|_| Reply::status("HTTP/1.1 204 No Content", b"")).await;
+    // A dispatcher-wide certificate too: the endpoint's takes its place.
+    let dispatcher = local()
+        .identity_pem(format!("{TEST_CERT}{TEST_KEY}").as_bytes())
+        .build()
+        .unwrap();
+    let identity = ClientIdentity::from_pem(format!("{TEST_KEY}{TEST_CERT}"));
+    let endpoint = Endpoint::builder(
+        "ep_mtls".parse().unwrap(),
+        &server.url("/hooks"),
+        Scheme::standard(),
+        Secret::generate(),
+    )
+    .client_identity(identity)
+    .build()
+    .unwrap();
+    let request = endpoint
+        .request(
+            Bytes::from_static(b"{\"a\":1}"),
+            &"msg_1".parse().unwrap(),
+            &"ticket.created".parse().unwrap(),
+            &"dlv_1".parse().unwrap(),
+            hookway::clock::Clock::now(&hookway::clock::SystemClock),
+            None,
+        )
+        .unwrap();
+    assert!(request.extensions().get::<ClientIdentity>().is_some());
+
+    let response = dispatcher.send(request, endpoint.timeout()).await.unwrap();
+
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(dispatcher.cached_identity_clients(), 1);
+    let seen = server.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].target, "/hooks");
+    assert_eq!(seen[0].header("webhook-id"), Some("msg_1"));
+}
+
+#[tokio::test]
+async fn an_unusable_request_identity_is_a_tls_error_and_nothing_is_sent() {
+    let server = Server::start(|_| Reply::status("HTTP/1.1 200 OK", b"")).await;
+    let dispatcher = local().build().unwrap();
+    let corrupt = TEST_CERT.replace("MIIB", "!!!!");
+    let https = format!("https://127.0.0.1:{}/", server.port());
+    for pem in [
+        TEST_CERT.to_owned(),
+        TEST_KEY.to_owned(),
+        format!("{TEST_CERT}{OTHER_KEY}"),
+        format!("{corrupt}{TEST_KEY}"),
+        "garbage".to_owned(),
+        String::new(),
+    ] {
+        let identity = ClientIdentity::from_pem(pem);
+        for url in [server.url("/"), https.clone()] {
+            let request = with_identity(post(&url, b"{}"), &identity);
+            let error = assert_kind(send(&dispatcher, request).await, TransportErrorKind::Tls);
+            let message = error.to_string();
+            assert!(message.contains("client certificate"), "{message}");
+            for secret in ["BEGIN", "MIGHAgEA", "pXfUaNJb", "Zn2U3hWv"] {
+                assert!(!message.contains(secret), "{message}");
+            }
+        }
+    }
+    assert_eq!(server.connections(), 0);
+    assert!(server.requests().is_empty());
+    assert_eq!(dispatcher.cached_identity_clients(), 0);
+
+    // The dispatcher is unharmed.
+    let response = send(&dispatcher, post(&server.url("/"), b"{}"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_identity_client_cache_is_bounded() {
+    let server = Server::start(|_| Reply::status("HTTP/1.1 200 OK", b"")).await;
+    let dispatcher = local().identity_client_capacity(2).build().unwrap();
+    assert_eq!(dispatcher.identity_client_capacity(), 2);
+    let identities = [
+        format!("{TEST_CERT}{TEST_KEY}"),
+        format!("{TEST_KEY}{TEST_CERT}"),
+        format!("{TEST_CERT}\n{TEST_KEY}"),
+    ]
+    .map(ClientIdentity::from_pem);
+    for identity in identities.iter().chain(&identities) {
+        let request = with_identity(post(&server.url("/"), b"{}"), identity);
+        send(&dispatcher, request).await.unwrap();
+        assert!(dispatcher.cached_identity_clients() <= 2);
+    }
+    assert_eq!(dispatcher.cached_identity_clients(), 2);
+    assert_eq!(server.requests().len(), 6);
+
+    let one = local().identity_client_capacity(0).build().unwrap();
+    assert_eq!(one.identity_client_capacity(), 1);
 }
 
 #[tokio::test]

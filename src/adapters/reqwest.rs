@@ -14,9 +14,9 @@
 //!   compiler, where `aws-lc-rs` (reqwest's default) builds a large C
 //!   library. Server certificates are checked against the operating
 //!   system's trust store (`rustls-platform-verifier`, as reqwest does by
-//!   default), loaded once when the dispatcher is built. An optional client
-//!   certificate gives mutual TLS
-//!   ([`identity_pem`](ReqwestDispatcherBuilder::identity_pem)).
+//!   default), loaded once when the dispatcher is built. Client
+//!   certificates give mutual TLS, per endpoint or for the whole dispatcher
+//!   (see [Client certificates](#client-certificates)).
 //! - **No redirects.** A 3xx is returned to the caller as a response: a
 //!   redirect could lead anywhere, and the delivery log should show it.
 //! - **No proxies.** System proxy settings (`HTTP_PROXY`, …) are ignored: a
@@ -38,6 +38,39 @@
 //! HTTP/1.1 only: webhook requests are small and independent, and a pool of
 //! keep-alive connections serves them well without an HTTP/2 stack.
 //!
+//! # Client certificates
+//!
+//! A request carrying a [`ClientIdentity`] in its extensions (every request
+//! [`Endpoint::request`](crate::endpoint::Endpoint::request) builds for an
+//! endpoint with a
+//! [`client_identity`](crate::endpoint::EndpointBuilder::client_identity))
+//! is sent through a client that presents that certificate. That client is
+//! built from the same settings as the dispatcher's own (TLS configuration
+//! and verifier, address policy and resolver, plain-HTTP rule, redirects,
+//! proxies, `User-Agent`, pool settings) with only the client certificate
+//! swapped in, and with its own connection pool and TLS session cache, so
+//! no connection or resumed session made under one identity is ever used
+//! for another.
+//!
+//! These clients are cached by [`ClientIdentity::id`], at most
+//! [`identity_client_capacity`](ReqwestDispatcherBuilder::identity_client_capacity)
+//! of them (default [`DEFAULT_IDENTITY_CLIENT_CAPACITY`]); when the cache is
+//! full, the one used least recently is dropped (its idle connections
+//! close; requests already using it finish normally). Clones of a dispatcher
+//! share the cache.
+//!
+//! A PEM that cannot be used (malformed, no certificate or key, key not
+//! matching the certificate, unsupported key type) fails the request with
+//! [`TransportErrorKind::Tls`] and a message naming the problem, never the
+//! key, before anything touches the network. Over a plain `http://` URL
+//! (only sent with [`allow_http`](ReqwestDispatcherBuilder::allow_http))
+//! there is no TLS: the identity is still checked, but has nothing to do.
+//!
+//! Requests without a `ClientIdentity` use the dispatcher's own client,
+//! which presents the dispatcher-wide certificate of
+//! [`identity_pem`](ReqwestDispatcherBuilder::identity_pem) if one was
+//! given, and none otherwise.
+//!
 //! # Errors
 //!
 //! A failed exchange becomes a [`TransportError`] whose kind says what went
@@ -48,6 +81,7 @@
 //! | the `timeout` passed | `Timeout` |
 //! | the connection was refused, reset or closed early | `Connect` |
 //! | the TLS handshake failed (certificate, protocol) | `Tls` |
+//! | the request's [`ClientIdentity`] cannot be used (nothing was sent) | `Tls` |
 //! | the host name did not resolve | `Dns` |
 //! | plain HTTP not allowed, non-HTTP URL, or every address blocked by the [`AddressPolicy`] | `RefusedByPolicy` |
 //! | anything else | `Other` |
@@ -90,12 +124,13 @@
 //! # Ok::<(), hookway::adapters::reqwest::BuildError>(())
 //! ```
 
+use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use ::reqwest::dns::{Addrs, Name, Resolve, Resolving};
@@ -103,12 +138,18 @@ use bytes::{Bytes, BytesMut};
 use http::HeaderValue;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
 use zeroize::Zeroizing;
 
 use crate::dispatch::{Dispatcher, TransportError, TransportErrorKind, DEFAULT_MAX_RESPONSE_BODY};
+use crate::endpoint::ClientIdentity;
 
 /// The `User-Agent` sent when a request has none: `hookway/<version>`.
 pub const DEFAULT_USER_AGENT: &str = concat!("hookway/", env!("CARGO_PKG_VERSION"));
+
+/// The default number of per-[`ClientIdentity`] clients a dispatcher keeps
+/// (see [Client certificates](self#client-certificates)).
+pub const DEFAULT_IDENTITY_CLIENT_CAPACITY: usize = 256;
 
 // ---------------------------------------------------------------------------
 // The dispatcher
@@ -125,6 +166,7 @@ pub struct ReqwestDispatcher {
     policy: Arc<AddressPolicy>,
     allow_http: bool,
     max_response_body: usize,
+    identities: Arc<IdentityClients>,
 }
 
 impl ReqwestDispatcher {
@@ -151,6 +193,20 @@ impl ReqwestDispatcher {
     #[must_use]
     pub fn max_response_body(&self) -> usize {
         self.max_response_body
+    }
+
+    /// How many per-[`ClientIdentity`] clients are cached now (at most
+    /// [`identity_client_capacity`](Self::identity_client_capacity)); shared
+    /// by clones. For metrics and tests.
+    #[must_use]
+    pub fn cached_identity_clients(&self) -> usize {
+        self.identities.len()
+    }
+
+    /// The most per-[`ClientIdentity`] clients kept.
+    #[must_use]
+    pub fn identity_client_capacity(&self) -> usize {
+        self.identities.capacity
     }
 
     /// Checks the scheme and, for an IP-literal host, the address, before
@@ -182,16 +238,21 @@ impl ReqwestDispatcher {
 
     async fn exchange(
         &self,
-        request: http::Request<Bytes>,
+        mut request: http::Request<Bytes>,
     ) -> Result<http::Response<Bytes>, TransportError> {
+        let identity = request.extensions_mut().remove::<ClientIdentity>();
         let request = ::reqwest::Request::try_from(request)
             .map_err(|_| refused("the request URI is not an absolute http(s) URL"))?;
         self.check_url(request.url())?;
-        let mut response = self
-            .client
-            .execute(request)
-            .await
-            .map_err(transport_error)?;
+        let identity_client;
+        let client = match identity {
+            None => &self.client,
+            Some(identity) => {
+                identity_client = self.identities.client(&identity)?;
+                &identity_client
+            }
+        };
+        let mut response = client.execute(request).await.map_err(transport_error)?;
         let status = response.status();
         let version = response.version();
         let headers = std::mem::take(response.headers_mut());
@@ -210,6 +271,7 @@ impl fmt::Debug for ReqwestDispatcher {
             .field("allow_http", &self.allow_http)
             .field("max_response_body", &self.max_response_body)
             .field("policy", &self.policy)
+            .field("identity_client_capacity", &self.identities.capacity)
             .finish_non_exhaustive()
     }
 }
@@ -284,7 +346,8 @@ async fn read_capped(
 /// HTTPS required, no allowlisted networks (every [`BlockedRange`] refused),
 /// response bodies read up to [`DEFAULT_MAX_RESPONSE_BODY`], `User-Agent`
 /// [`DEFAULT_USER_AGENT`], no client certificate, idle pooled connections
-/// closed after 90 seconds, no cap on idle connections per host.
+/// closed after 90 seconds, no cap on idle connections per host, at most
+/// [`DEFAULT_IDENTITY_CLIENT_CAPACITY`] per-identity clients cached.
 pub struct ReqwestDispatcherBuilder {
     allow_http: bool,
     policy: AddressPolicy,
@@ -293,6 +356,7 @@ pub struct ReqwestDispatcherBuilder {
     identity_pem: Option<Zeroizing<Vec<u8>>>,
     pool_idle_timeout: Option<Duration>,
     pool_max_idle_per_host: usize,
+    identity_client_capacity: usize,
     error: Option<BuildError>,
 }
 
@@ -306,6 +370,7 @@ impl ReqwestDispatcherBuilder {
             identity_pem: None,
             pool_idle_timeout: Some(Duration::from_secs(90)),
             pool_max_idle_per_host: usize::MAX,
+            identity_client_capacity: DEFAULT_IDENTITY_CLIENT_CAPACITY,
             error: None,
         }
     }
@@ -373,9 +438,12 @@ impl ReqwestDispatcherBuilder {
         self
     }
 
-    /// A client certificate for mutual TLS: PEM text holding the certificate
+    /// A client certificate for mutual TLS, for every request that does not
+    /// carry its own [`ClientIdentity`]: PEM text holding the certificate
     /// chain (leaf first) and its private key (PKCS#8, PKCS#1 or SEC1; RSA,
-    /// ECDSA P-256/P-384 or Ed25519).
+    /// ECDSA P-256/P-384 or Ed25519). For a certificate per endpoint, use
+    /// [`EndpointBuilder::client_identity`](crate::endpoint::EndpointBuilder::client_identity)
+    /// instead (see [Client certificates](self#client-certificates)).
     ///
     /// The bytes are copied, and wiped from the builder's memory when it is
     /// dropped. A certificate or key that is missing, malformed, unsupported
@@ -402,6 +470,20 @@ impl ReqwestDispatcherBuilder {
         self
     }
 
+    /// The most per-[`ClientIdentity`] clients kept at once (default
+    /// [`DEFAULT_IDENTITY_CLIENT_CAPACITY`]; `0` counts as `1`). Beyond it,
+    /// the one used least recently is dropped, with its idle connections.
+    ///
+    /// Set it to at least the number of endpoints with their own client
+    /// certificate that are sent to concurrently: an evicted identity's
+    /// next request builds a new client and makes new TLS handshakes. Each
+    /// cached client costs a small struct plus its idle connections.
+    #[must_use]
+    pub fn identity_client_capacity(mut self, capacity: usize) -> Self {
+        self.identity_client_capacity = capacity.max(1);
+        self
+    }
+
     /// Builds the dispatcher.
     ///
     /// # Errors
@@ -417,26 +499,23 @@ impl ReqwestDispatcherBuilder {
         }
         let tls = tls_config(self.identity_pem.as_deref().map(Vec::as_slice))?;
         let policy = Arc::new(self.policy);
-        let client = ::reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .https_only(!self.allow_http)
-            .redirect(::reqwest::redirect::Policy::none())
-            .retry(::reqwest::retry::never())
-            .no_proxy()
-            .referer(false)
-            .user_agent(self.user_agent)
-            .dns_resolver(GuardedResolver {
-                policy: Arc::clone(&policy),
-            })
-            .pool_idle_timeout(self.pool_idle_timeout)
-            .pool_max_idle_per_host(self.pool_max_idle_per_host)
-            .build()
+        let factory = ClientFactory {
+            tls,
+            policy: Arc::clone(&policy),
+            allow_http: self.allow_http,
+            user_agent: self.user_agent,
+            pool_idle_timeout: self.pool_idle_timeout,
+            pool_max_idle_per_host: self.pool_max_idle_per_host,
+        };
+        let client = factory
+            .client(factory.tls.clone())
             .map_err(|e| BuildError::Client(Box::new(e.without_url())))?;
         Ok(ReqwestDispatcher {
             client,
             policy,
             allow_http: self.allow_http,
             max_response_body: self.max_response_body,
+            identities: Arc::new(IdentityClients::new(factory, self.identity_client_capacity)),
         })
     }
 }
@@ -454,6 +533,7 @@ impl fmt::Debug for ReqwestDispatcherBuilder {
             )
             .field("pool_idle_timeout", &self.pool_idle_timeout)
             .field("pool_max_idle_per_host", &self.pool_max_idle_per_host)
+            .field("identity_client_capacity", &self.identity_client_capacity)
             .field("error", &self.error)
             .finish()
     }
@@ -497,6 +577,182 @@ fn parse_identity(pem: &[u8]) -> Result<Identity, IdentityError> {
         return Err(IdentityError::NoCertificate);
     }
     Ok((certs, key))
+}
+
+// ---------------------------------------------------------------------------
+// Clients: the dispatcher's own, and one per client identity
+// ---------------------------------------------------------------------------
+
+/// Everything a client is built from, so that per-identity clients differ
+/// from the dispatcher's own only in the client certificate.
+struct ClientFactory {
+    /// The dispatcher's TLS configuration (with the dispatcher-wide client
+    /// certificate, if any).
+    tls: rustls::ClientConfig,
+    policy: Arc<AddressPolicy>,
+    allow_http: bool,
+    user_agent: HeaderValue,
+    pool_idle_timeout: Option<Duration>,
+    pool_max_idle_per_host: usize,
+}
+
+impl ClientFactory {
+    /// A client with these settings over `tls`. No timeouts are set here:
+    /// [`Dispatcher::send`] bounds the whole exchange itself.
+    fn client(&self, tls: rustls::ClientConfig) -> Result<::reqwest::Client, ::reqwest::Error> {
+        ::reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .https_only(!self.allow_http)
+            .redirect(::reqwest::redirect::Policy::none())
+            .retry(::reqwest::retry::never())
+            .no_proxy()
+            .referer(false)
+            .user_agent(self.user_agent.clone())
+            .dns_resolver(GuardedResolver {
+                policy: Arc::clone(&self.policy),
+            })
+            .pool_idle_timeout(self.pool_idle_timeout)
+            .pool_max_idle_per_host(self.pool_max_idle_per_host)
+            .build()
+    }
+
+    /// The dispatcher's TLS configuration with `pem`'s certificate as the
+    /// client certificate, and a session cache of its own: a session
+    /// resumed under another identity would authenticate as that identity.
+    fn identity_tls(&self, pem: &[u8]) -> Result<rustls::ClientConfig, IdentityError> {
+        let (certs, key) = parse_identity(pem)?;
+        let certified = CertifiedKey::from_der(certs, key, self.tls.crypto_provider())
+            .map_err(|_| IdentityError::Rejected)?;
+        let mut tls = self.tls.clone();
+        tls.client_auth_cert_resolver = Arc::new(FixedClientCert(Arc::new(certified)));
+        tls.resumption = rustls::client::Resumption::default();
+        Ok(tls)
+    }
+}
+
+/// Always presents the same certificate chain and key.
+#[derive(Debug)]
+struct FixedClientCert(Arc<CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for FixedClientCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(&self.0))
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// The per-identity clients, keyed by [`ClientIdentity::id`]: at most
+/// `capacity` of them, the least recently used dropped first.
+struct IdentityClients {
+    factory: ClientFactory,
+    capacity: usize,
+    cache: Mutex<IdentityCache>,
+}
+
+#[derive(Default)]
+struct IdentityCache {
+    clients: HashMap<String, CachedClient>,
+    /// Counts uses: the entry with the lowest `last_used` is the least
+    /// recently used.
+    clock: u64,
+}
+
+struct CachedClient {
+    client: ::reqwest::Client,
+    last_used: u64,
+}
+
+impl IdentityCache {
+    /// The cached client for `id`, marked as just used.
+    fn get(&mut self, id: &str) -> Option<::reqwest::Client> {
+        self.clock += 1;
+        let now = self.clock;
+        self.clients.get_mut(id).map(|entry| {
+            entry.last_used = now;
+            entry.client.clone()
+        })
+    }
+
+    /// Caches `client` for `id`, first dropping the least recently used
+    /// entry if `capacity` is reached. A linear scan: it runs only when a
+    /// client was just built, which costs far more.
+    fn insert(&mut self, id: &str, client: ::reqwest::Client, capacity: usize) {
+        if self.clients.len() >= capacity {
+            let oldest = self
+                .clients
+                .iter()
+                .min_by_key(|(_, entry)| entry.last_used)
+                .map(|(id, _)| id.clone());
+            if let Some(oldest) = oldest {
+                self.clients.remove(&oldest);
+            }
+        }
+        self.clock += 1;
+        let last_used = self.clock;
+        self.clients
+            .insert(id.to_owned(), CachedClient { client, last_used });
+    }
+}
+
+impl IdentityClients {
+    fn new(factory: ClientFactory, capacity: usize) -> Self {
+        Self {
+            factory,
+            capacity: capacity.max(1),
+            cache: Mutex::new(IdentityCache::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, IdentityCache> {
+        // The cache holds no invariant that a panic could leave broken.
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn len(&self) -> usize {
+        self.lock().clients.len()
+    }
+
+    /// The client for `identity`: cached, or built (outside the lock) and
+    /// cached. An unusable PEM is a [`TransportErrorKind::Tls`] error and is
+    /// not cached, so an endpoint whose certificate is fixed works on its
+    /// next attempt.
+    fn client(&self, identity: &ClientIdentity) -> Result<::reqwest::Client, TransportError> {
+        if let Some(client) = self.lock().get(identity.id()) {
+            return Ok(client);
+        }
+        let tls = self
+            .factory
+            .identity_tls(identity.expose_pem())
+            .map_err(|e| {
+                TransportError::new(
+                    TransportErrorKind::Tls,
+                    format!("the request's client certificate cannot be used: {e}"),
+                )
+            })?;
+        let client = self.factory.client(tls).map_err(|e| {
+            TransportError::new(
+                TransportErrorKind::Other,
+                format!(
+                    "could not build the HTTP client for the request's client certificate: {}",
+                    error_message(&e.without_url())
+                ),
+            )
+        })?;
+        let mut cache = self.lock();
+        // Another request may have built one meanwhile: share its pool.
+        if let Some(existing) = cache.get(identity.id()) {
+            return Ok(existing);
+        }
+        cache.insert(identity.id(), client.clone(), self.capacity);
+        Ok(client)
+    }
 }
 
 /// Why [`ReqwestDispatcherBuilder::build`] failed.
@@ -1700,5 +1956,111 @@ mod tests {
         let debug = format!("{builder:?}");
         assert!(!debug.contains("SECRET"), "{debug}");
         assert!(debug.contains("<redacted>"), "{debug}");
+    }
+
+    // The same throwaway self-signed P-256 pair as in
+    // tests/reqwest_dispatcher.rs; nothing trusts it.
+    const TEST_CERT: &str = "-----BEGIN CERTIFICATE-----
+MIIBkzCCATmgAwIBAgIUaCvpeDgmb8qT5k0fUzNdVH7HR64wCgYIKoZIzj0EAwIw
+HjEcMBoGA1UEAwwTaG9va3dheSB0ZXN0IGNsaWVudDAgFw0yNjExMjMwMDA0NTRa
+GA8yMTI2MTAzMDAwMDQ1NFowHjEcMBoGA1UEAwwTaG9va3dheSB0ZXN0IGNsaWVu
+dDBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABJH/fW7sDA29MPputyq1p2UFLa8g
+9u8FX8Ys9ojsVAO25Laxa0rd7fwi9areuZamfQIlOM7Ymd4pS1lT2Y072qGjUzBR
+MB0GA1UdDgQWBBSaSG9IPqpDXu9+q5SkILjhcrXeDzAfBgNVHSMEGDAWgBSaSG9I
+PqpDXu9+q5SkILjhcrXeDzAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0gA
+MEUCIEGIy6oocE13GaJo/5FYXU8Apr4mF1JK/G6gNUpJMRWTAiEAlnoiYp2KsIs9
+EbxVhI81sXeGqP09D7T3+XBRJGvJ7+k=
+-----END CERTIFICATE-----
+";
+
+    const TEST_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgpXfUaNJbJzUJK8at
+4H4YULDAXjauy/3zrmVFcgSmBLahRANCAASR/31u7AwNvTD6brcqtadlBS2vIPbv
+BV/GLPaI7FQDtuS2sWtK3e38IvWq3rmWpn0CJTjO2JneKUtZU9mNO9qh
+-----END PRIVATE KEY-----
+";
+
+    /// Three byte-distinct PEMs of the same valid pair: three ids.
+    fn three_identities() -> [ClientIdentity; 3] {
+        [
+            ClientIdentity::from_pem(format!("{TEST_CERT}{TEST_KEY}")),
+            ClientIdentity::from_pem(format!("{TEST_KEY}{TEST_CERT}")),
+            ClientIdentity::from_pem(format!("{TEST_CERT}\n{TEST_KEY}")),
+        ]
+    }
+
+    #[test]
+    fn an_identity_config_differs_from_the_base_only_in_the_client_certificate() {
+        let dispatcher = ReqwestDispatcher::builder().build().unwrap();
+        let factory = &dispatcher.identities.factory;
+        let base = &factory.tls;
+        assert!(!base.client_auth_cert_resolver.has_certs());
+
+        let [identity, ..] = three_identities();
+        let tls = factory.identity_tls(identity.expose_pem()).unwrap();
+        assert!(tls.client_auth_cert_resolver.has_certs());
+        let presented = tls.client_auth_cert_resolver.resolve(&[], &[]).unwrap();
+        let expected = CertificateDer::from_pem_slice(TEST_CERT.as_bytes()).unwrap();
+        assert_eq!(presented.cert, vec![expected]);
+        assert_eq!(tls.alpn_protocols, base.alpn_protocols);
+        assert!(Arc::ptr_eq(tls.crypto_provider(), base.crypto_provider()));
+        assert_eq!(tls.enable_sni, base.enable_sni);
+
+        // A dispatcher-wide certificate is in the base configuration.
+        let wide = ReqwestDispatcher::builder()
+            .identity_pem(format!("{TEST_CERT}{TEST_KEY}").as_bytes())
+            .build()
+            .unwrap();
+        assert!(wide
+            .identities
+            .factory
+            .tls
+            .client_auth_cert_resolver
+            .has_certs());
+    }
+
+    #[test]
+    fn an_unusable_identity_is_a_tls_error_and_is_not_cached() {
+        let dispatcher = ReqwestDispatcher::builder().build().unwrap();
+        for pem in [
+            TEST_CERT.to_owned(),
+            TEST_KEY.to_owned(),
+            "garbage".to_owned(),
+            format!("{}{TEST_KEY}", TEST_CERT.replace("MIIB", "!!!!")),
+        ] {
+            let identity = ClientIdentity::from_pem(pem.clone());
+            let err = dispatcher.identities.client(&identity).unwrap_err();
+            assert_eq!(err.kind(), TransportErrorKind::Tls, "{err}");
+            assert!(err.message().contains("client certificate"), "{err}");
+            assert!(!err.message().contains("BEGIN"), "{err}");
+            assert!(!err.message().contains("MIGHAgEA"), "{err}");
+        }
+        assert_eq!(dispatcher.cached_identity_clients(), 0);
+    }
+
+    #[test]
+    fn the_identity_cache_drops_the_least_recently_used() {
+        let dispatcher = ReqwestDispatcher::builder()
+            .identity_client_capacity(2)
+            .build()
+            .unwrap();
+        let [a, b, c] = three_identities();
+        let cached = |identity: &ClientIdentity| {
+            dispatcher
+                .identities
+                .lock()
+                .clients
+                .contains_key(identity.id())
+        };
+        dispatcher.identities.client(&a).unwrap();
+        dispatcher.identities.client(&b).unwrap();
+        // Using `a` again makes `b` the least recently used.
+        dispatcher.identities.client(&a).unwrap();
+        dispatcher.identities.client(&c).unwrap();
+        assert_eq!(dispatcher.cached_identity_clients(), 2);
+        assert!(cached(&a) && cached(&c) && !cached(&b));
+        // `b` comes back, and `a` (now the oldest) goes.
+        dispatcher.identities.client(&b).unwrap();
+        assert!(cached(&b) && cached(&c) && !cached(&a));
     }
 }
