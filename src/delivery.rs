@@ -498,13 +498,21 @@ pub enum FailureReason {
         /// What the last attempt failed on.
         cause: AttemptFailure,
     },
+    /// Never attempted: the endpoint was disabled and already held as many
+    /// deliveries as allowed. The event stays stored; retry the delivery by
+    /// hand, or replay, once the endpoint is back.
+    HoldLimit {
+        /// The limit that was reached.
+        limit: u32,
+    },
 }
 
 impl FailureReason {
-    /// What the last attempt failed on.
-    pub const fn cause(&self) -> AttemptFailure {
+    /// What the last attempt failed on (`None` if it was never attempted).
+    pub const fn cause(&self) -> Option<AttemptFailure> {
         match self {
-            Self::Permanent { cause, .. } | Self::Exhausted { cause } => *cause,
+            Self::Permanent { cause, .. } | Self::Exhausted { cause } => Some(*cause),
+            Self::HoldLimit { .. } => None,
         }
     }
 
@@ -525,6 +533,10 @@ impl fmt::Display for FailureReason {
         match self {
             Self::Permanent { cause, .. } => write!(f, "permanent failure: {cause}"),
             Self::Exhausted { cause } => write!(f, "retries exhausted; last attempt: {cause}"),
+            Self::HoldLimit { limit } => write!(
+                f,
+                "not attempted: the endpoint was disabled and already held {limit} deliveries"
+            ),
         }
     }
 }
@@ -1541,6 +1553,26 @@ impl Delivery {
                 Ok(())
             }
             _ => Err(self.invalid(Action::RetryNow)),
+        }
+    }
+
+    /// Fails a pending or held delivery that was never sent because its
+    /// disabled endpoint's hold queue is full
+    /// ([`FailureReason::HoldLimit`]). It can be retried by hand later.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidState`](TransitionError::InvalidState) unless pending or held.
+    pub fn fail_held(&mut self, now: OffsetDateTime, limit: u32) -> Result<(), TransitionError> {
+        match self.state {
+            DeliveryState::Pending { .. } | DeliveryState::Held { .. } => {
+                self.state = DeliveryState::Failed {
+                    at: now,
+                    reason: FailureReason::HoldLimit { limit },
+                };
+                Ok(())
+            }
+            _ => Err(self.invalid(Action::Hold)),
         }
     }
 

@@ -69,6 +69,11 @@ pub struct OutboxConfig {
     /// After how many failed attempts of one delivery observers hear
     /// [`Notification::DeliveryFailing`]. Default: 3.
     pub failing_after_attempts: u32,
+    /// At most this many deliveries held for one disabled endpoint; later
+    /// events for it are recorded as failed
+    /// ([`FailureReason::HoldLimit`]), not attempted, and can be retried by
+    /// hand or replayed. Default: 10 000.
+    pub max_held_per_endpoint: Option<u32>,
 }
 
 impl Default for OutboxConfig {
@@ -82,6 +87,7 @@ impl Default for OutboxConfig {
             disable_after_failing_for: Some(Duration::from_secs(5 * 24 * 60 * 60)),
             disable_after_consecutive_failures: None,
             failing_after_attempts: 3,
+            max_held_per_endpoint: Some(10_000),
         }
     }
 }
@@ -578,8 +584,7 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
                 now,
             );
             if !endpoint.is_enabled() {
-                // A fresh pending delivery can always be held.
-                let _ = delivery.hold(now);
+                self.hold_or_fail(&mut delivery, endpoint.id(), now).await?;
             }
             deliveries.push(delivery);
         }
@@ -597,6 +602,41 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
         Ok(match inserted {
             Inserted::New(ids) | Inserted::Duplicate(ids) => ids,
         })
+    }
+
+    /// Holds a new delivery for a disabled endpoint, or fails it unsent if
+    /// the endpoint's hold queue is full.
+    async fn hold_or_fail(
+        &self,
+        delivery: &mut Delivery,
+        endpoint: &EndpointId,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        if let Some(limit) = self.inner.config.max_held_per_endpoint {
+            let held = self
+                .inner
+                .store
+                .deliveries(&DeliveryQuery {
+                    endpoint: Some(endpoint.clone()),
+                    state: Some(StateKind::Held),
+                    ..DeliveryQuery::default()
+                })
+                .await?
+                .len();
+            if held >= usize::try_from(limit).unwrap_or(usize::MAX) {
+                // A fresh delivery is pending, so this cannot fail.
+                let _ = delivery.fail_held(now, limit);
+                self.emit(Notification::DeliveryFailed {
+                    delivery: delivery.id().clone(),
+                    endpoint: endpoint.clone(),
+                    reason: FailureReason::HoldLimit { limit },
+                });
+                return Ok(());
+            }
+        }
+        // A fresh pending delivery can always be held.
+        let _ = delivery.hold(now);
+        Ok(())
     }
 
     /// Claims the deliveries due now and attempts each (concurrently, within
@@ -1024,7 +1064,7 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
                 now,
             );
             if !target.is_enabled() {
-                let _ = delivery.hold(now);
+                self.hold_or_fail(&mut delivery, endpoint, now).await?;
             }
             deliveries.push(delivery);
         }

@@ -378,7 +378,7 @@ fn gone_fails_and_disables_the_endpoint() {
     assert_eq!(done.next, Next::Failed(reason));
     assert!(done.disable_endpoint());
     assert!(reason.disable_endpoint());
-    assert_eq!(reason.cause(), AttemptFailure::Status(410));
+    assert_eq!(reason.cause(), Some(AttemptFailure::Status(410)));
     assert_eq!(d.state(), &DeliveryState::Failed { at: T0, reason });
     assert_eq!(d.attempts(), 1);
     assert_eq!(reason.to_string(), "permanent failure: HTTP 410 Gone");

@@ -471,3 +471,51 @@ async fn shutdown_gives_abandoned_deliveries_back_at_once() {
         assert_eq!(d.attempts(), 0, "an abandoned attempt is not charged");
     }
 }
+
+#[tokio::test]
+async fn held_deliveries_are_bounded_and_the_overflow_is_recorded_not_lost() {
+    let mut config = OutboxConfig::default();
+    config.max_held_per_endpoint = Some(2);
+    let (outbox, _clock) = outbox_with(
+        ScriptedDispatcher::new(),
+        endpoint().enabled(false).build().unwrap(),
+        config,
+    )
+    .await;
+    publish_n(&outbox, 3).await;
+    assert_eq!(count(&outbox, StateKind::Held).await, 2);
+    let failed = outbox
+        .store()
+        .deliveries(&DeliveryQuery {
+            state: Some(StateKind::Failed),
+            ..DeliveryQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(failed.len(), 1);
+    assert!(matches!(
+        failed[0].state(),
+        DeliveryState::Failed {
+            reason: hookway::delivery::FailureReason::HoldLimit { limit: 2 },
+            ..
+        }
+    ));
+    let ep = "ep_a".parse().unwrap();
+    outbox.enable_endpoint(&ep).await.unwrap();
+    outbox.retry(failed[0].id()).await.unwrap();
+    outbox.run_once().await.unwrap();
+    assert_eq!(count(&outbox, StateKind::Delivered).await, 3);
+    // Sent in publication order.
+    let order: Vec<String> = outbox
+        .dispatcher()
+        .requests()
+        .iter()
+        .map(|r| {
+            r.request.headers()["webhook-id"]
+                .to_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(order.len(), 3);
+}
