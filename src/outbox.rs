@@ -512,17 +512,13 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
         Ok(())
     }
 
-    async fn disable(
-        &self,
-        mut endpoint: Endpoint,
-        reason: DisableReason,
-    ) -> Result<(), OutboxError> {
+    async fn disable(&self, endpoint: Endpoint, reason: DisableReason) -> Result<(), OutboxError> {
         if !endpoint.is_enabled() {
             return Ok(());
         }
         let id = endpoint.id().clone();
-        endpoint.set_enabled(false);
-        self.inner.store.put_endpoint(endpoint).await?;
+        // In place: the engine's copy of the endpoint may be stale.
+        self.inner.store.set_endpoint_enabled(&id, false).await?;
         tracing::warn!(endpoint = %id, ?reason, "endpoint disabled");
         self.emit(Notification::EndpointDisabled {
             endpoint: id,
@@ -643,10 +639,27 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
     /// the in-flight cap); returns how many were attempted.
     pub async fn run_once(&self) -> Result<usize, OutboxError> {
         let config = &self.inner.config;
+        // Take the in-flight permits first and claim no more than them, so
+        // no claim's lease runs down while it waits for a permit (a lease
+        // that expires before the request is sent lets another worker send
+        // it too).
+        let Ok(mut permits) = Arc::clone(&self.inner.in_flight).acquire_owned().await else {
+            return Ok(0);
+        };
+        let extra = self
+            .inner
+            .in_flight
+            .available_permits()
+            .min(config.claim_batch.saturating_sub(1));
+        if let Ok(more) = Arc::clone(&self.inner.in_flight)
+            .try_acquire_many_owned(u32::try_from(extra).unwrap_or(u32::MAX))
+        {
+            permits.merge(more);
+        }
         let claimed = self
             .inner
             .store
-            .claim_due(self.now(), config.lease, config.claim_batch)
+            .claim_due(self.now(), config.lease, permits.num_permits())
             .await?;
         let count = claimed.len();
         self.claims().extend(
@@ -656,7 +669,8 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
         );
         let mut tasks = JoinSet::new();
         for unit in self.units(claimed).await? {
-            let permit = Arc::clone(&self.inner.in_flight).acquire_owned().await;
+            // One permit per request; a batch carries several deliveries.
+            let permit = permits.split(1);
             let this = self.clone();
             let ids: Vec<DeliveryId> = unit.items.iter().map(|(d, _)| d.id().clone()).collect();
             tasks.spawn(async move {
@@ -1156,12 +1170,9 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
     /// first.
     pub async fn enable_endpoint(&self, id: &EndpointId) -> Result<(), OutboxError> {
         let store = &self.inner.store;
-        let mut endpoint = store
-            .endpoint(id)
-            .await?
-            .ok_or_else(|| OutboxError::NotFound(format!("endpoint {id}")))?;
-        endpoint.set_enabled(true);
-        store.put_endpoint(endpoint).await?;
+        if !store.set_endpoint_enabled(id, true).await? {
+            return Err(OutboxError::NotFound(format!("endpoint {id}")));
+        }
         let held = store
             .deliveries(&DeliveryQuery {
                 endpoint: Some(id.clone()),

@@ -77,6 +77,21 @@ impl Store for MemoryStore {
         ready(Ok(()))
     }
 
+    fn set_endpoint_enabled(
+        &self,
+        id: &EndpointId,
+        enabled: bool,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let found = match self.lock().endpoints.get_mut(id) {
+            Some(endpoint) => {
+                endpoint.set_enabled(enabled);
+                true
+            }
+            None => false,
+        };
+        ready(Ok(found))
+    }
+
     fn endpoint(
         &self,
         id: &EndpointId,

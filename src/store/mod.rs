@@ -98,6 +98,15 @@ pub trait Store: Send + Sync + 'static {
         endpoint: Endpoint,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Enables or disables an endpoint in place, leaving its other settings
+    /// as stored (so a concurrent update is not undone). Returns whether the
+    /// endpoint exists.
+    fn set_endpoint_enabled(
+        &self,
+        id: &EndpointId,
+        enabled: bool,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
     /// One endpoint.
     fn endpoint(
         &self,
