@@ -267,7 +267,7 @@ struct Inner<S, D> {
     tokens: TokenCache,
     /// Claims handed to attempts that have not finished, so a shutdown that
     /// aborts them can give the deliveries back at once.
-    claimed: Mutex<HashMap<DeliveryId, (Delivery, Claim)>>,
+    claimed: Mutex<HashMap<DeliveryId, Claim>>,
 }
 
 impl<S, D> Clone for Outbox<S, D> {
@@ -343,7 +343,7 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
         }
     }
 
-    fn claims(&self) -> std::sync::MutexGuard<'_, HashMap<DeliveryId, (Delivery, Claim)>> {
+    fn claims(&self) -> std::sync::MutexGuard<'_, HashMap<DeliveryId, Claim>> {
         self.inner
             .claimed
             .lock()
@@ -354,9 +354,12 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
     /// due now and not charged an attempt. A delivery whose result was
     /// stored meanwhile is left as it is (the store refuses the stale write).
     async fn release_abandoned(&self) {
-        let abandoned: Vec<_> = self.claims().drain().map(|(_, v)| v).collect();
+        let abandoned: Vec<_> = self.claims().drain().collect();
         let now = self.now();
-        for (mut delivery, claim) in abandoned {
+        for (id, claim) in abandoned {
+            let Ok(Some(mut delivery)) = self.inner.store.delivery(&id).await else {
+                continue;
+            };
             if delivery.release(&claim, now).is_ok() {
                 let _ = self
                     .inner
@@ -512,7 +515,7 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
         Ok(())
     }
 
-    async fn disable(&self, endpoint: Endpoint, reason: DisableReason) -> Result<(), OutboxError> {
+    async fn disable(&self, endpoint: &Endpoint, reason: DisableReason) -> Result<(), OutboxError> {
         if !endpoint.is_enabled() {
             return Ok(());
         }
@@ -557,8 +560,10 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
         payload: &T,
         channels: &[&str],
     ) -> Result<Vec<DeliveryId>, PublishError> {
-        let body =
+        let mut body =
             serde_json::to_vec(payload).map_err(|e| PublishError::Serialize(JsonError(e)))?;
+        // The payload is kept until delivered: drop serde_json's spare room.
+        body.shrink_to_fit();
         let limit = self.inner.config.max_payload;
         if body.len() > limit {
             return Err(PublishError::TooLarge {
@@ -609,16 +614,7 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
         if let Some(limit) = self.inner.config.max_held_per_endpoint {
-            let held = self
-                .inner
-                .store
-                .deliveries(&DeliveryQuery {
-                    endpoint: Some(endpoint.clone()),
-                    state: Some(StateKind::Held),
-                    ..DeliveryQuery::default()
-                })
-                .await?
-                .len();
+            let held = self.inner.store.held_count(endpoint).await?;
             if held >= usize::try_from(limit).unwrap_or(usize::MAX) {
                 // A fresh delivery is pending, so this cannot fail.
                 let _ = delivery.fail_held(now, limit);
@@ -662,11 +658,8 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
             .claim_due(self.now(), config.lease, permits.num_permits())
             .await?;
         let count = claimed.len();
-        self.claims().extend(
-            claimed
-                .iter()
-                .map(|(d, c)| (d.id().clone(), (d.clone(), c.clone()))),
-        );
+        self.claims()
+            .extend(claimed.iter().map(|(d, c)| (d.id().clone(), c.clone())));
         let mut tasks = JoinSet::new();
         for unit in self.units(claimed).await? {
             // One permit per request; a batch carries several deliveries.
@@ -909,7 +902,7 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
             self.notify_completed(delivery_id, endpoint.id().clone(), attempts, completed);
         }
         match settled {
-            Some(Some(reason)) => self.disable(endpoint, reason).await?,
+            Some(Some(reason)) => self.disable(&endpoint, reason).await?,
             Some(None) => {}
             None => self.release_slot(endpoint.id()),
         }

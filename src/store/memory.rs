@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::{ready, Future};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -26,7 +26,9 @@ pub struct MemoryStore {
 
 #[derive(Debug, Default)]
 struct Inner {
-    endpoints: BTreeMap<EndpointId, Endpoint>,
+    endpoints: BTreeMap<EndpointId, Arc<Endpoint>>,
+    /// Held deliveries per endpoint, kept with every write.
+    held: HashMap<EndpointId, usize>,
     events: HashMap<MessageId, (StoredEvent, Vec<DeliveryId>)>,
     /// Publication order, for replay.
     event_order: Vec<MessageId>,
@@ -45,8 +47,16 @@ impl Inner {
             if let Some(at) = old.next_attempt_at() {
                 self.due.remove(&(at, id.clone()));
             }
+            if old.state().kind() == StateKind::Held {
+                if let Some(n) = self.held.get_mut(old.endpoint_id()) {
+                    *n = n.saturating_sub(1);
+                }
+            }
         } else {
             self.order.push(id.clone());
+        }
+        if delivery.state().kind() == StateKind::Held {
+            *self.held.entry(delivery.endpoint_id().clone()).or_default() += 1;
         }
         if let Some(at) = delivery.next_attempt_at() {
             self.due.insert((at, id.clone()));
@@ -73,7 +83,7 @@ impl Store for MemoryStore {
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         self.lock()
             .endpoints
-            .insert(endpoint.id().clone(), endpoint);
+            .insert(endpoint.id().clone(), Arc::new(endpoint));
         ready(Ok(()))
     }
 
@@ -84,7 +94,7 @@ impl Store for MemoryStore {
     ) -> impl Future<Output = Result<bool, StoreError>> + Send {
         let found = match self.lock().endpoints.get_mut(id) {
             Some(endpoint) => {
-                endpoint.set_enabled(enabled);
+                Arc::make_mut(endpoint).set_enabled(enabled);
                 true
             }
             None => false,
@@ -95,11 +105,18 @@ impl Store for MemoryStore {
     fn endpoint(
         &self,
         id: &EndpointId,
-    ) -> impl Future<Output = Result<Option<Endpoint>, StoreError>> + Send {
+    ) -> impl Future<Output = Result<Option<Arc<Endpoint>>, StoreError>> + Send {
         ready(Ok(self.lock().endpoints.get(id).cloned()))
     }
 
-    fn endpoints(&self) -> impl Future<Output = Result<Vec<Endpoint>, StoreError>> + Send {
+    fn held_count(
+        &self,
+        endpoint: &EndpointId,
+    ) -> impl Future<Output = Result<usize, StoreError>> + Send {
+        ready(Ok(self.lock().held.get(endpoint).copied().unwrap_or(0)))
+    }
+
+    fn endpoints(&self) -> impl Future<Output = Result<Vec<Arc<Endpoint>>, StoreError>> + Send {
         ready(Ok(self.lock().endpoints.values().cloned().collect()))
     }
 
@@ -143,13 +160,25 @@ impl Store for MemoryStore {
             .map(|(_, id)| id.clone())
             .collect();
         let mut claimed = Vec::with_capacity(due.len());
+        let Inner {
+            deliveries,
+            due: index,
+            ..
+        } = &mut *inner;
         for id in due {
-            let Some(mut delivery) = inner.deliveries.get(&id).cloned() else {
+            // Claimed in place: one copy, the one handed to the worker.
+            let Some(stored) = deliveries.get_mut(&id) else {
                 continue;
             };
-            if let Ok(claim) = delivery.claim(now, lease) {
-                inner.put(delivery.clone());
-                claimed.push((delivery, claim));
+            let before = stored.next_attempt_at();
+            if let Ok(claim) = stored.claim(now, lease) {
+                if let Some(at) = before {
+                    index.remove(&(at, id.clone()));
+                }
+                if let Some(at) = stored.next_attempt_at() {
+                    index.insert((at, id));
+                }
+                claimed.push((stored.clone(), claim));
             }
         }
         ready(Ok(claimed))

@@ -10,6 +10,7 @@
 mod memory;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -107,14 +108,21 @@ pub trait Store: Send + Sync + 'static {
         enabled: bool,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
-    /// One endpoint.
+    /// The number of deliveries held for an endpoint (disabled endpoints
+    /// hold their new events, up to a limit).
+    fn held_count(
+        &self,
+        endpoint: &EndpointId,
+    ) -> impl Future<Output = Result<usize, StoreError>> + Send;
+
+    /// One endpoint (shared: endpoints are read on every attempt).
     fn endpoint(
         &self,
         id: &EndpointId,
-    ) -> impl Future<Output = Result<Option<Endpoint>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<Arc<Endpoint>>, StoreError>> + Send;
 
     /// Every endpoint, ordered by id.
-    fn endpoints(&self) -> impl Future<Output = Result<Vec<Endpoint>, StoreError>> + Send;
+    fn endpoints(&self) -> impl Future<Output = Result<Vec<Arc<Endpoint>>, StoreError>> + Send;
 
     /// Stores an event and its deliveries in one step, unless an event with
     /// the same id exists, in which case nothing changes.
