@@ -449,6 +449,12 @@ impl Key {
     }
 }
 
+/// Whether a key with this expiry is active at `now`: the one rule for
+/// signing and verifying alike.
+pub(crate) fn active_at(expires_at: Option<OffsetDateTime>, now: OffsetDateTime) -> bool {
+    expires_at.is_none_or(|t| now < t)
+}
+
 #[derive(Clone, Debug)]
 struct Entry {
     key: Key,
@@ -517,7 +523,7 @@ impl Keyring {
     pub fn active(&self, now: OffsetDateTime) -> impl Iterator<Item = &Key> + '_ {
         self.entries
             .iter()
-            .filter(move |e| e.expires_at.is_none_or(|t| now < t))
+            .filter(move |e| active_at(e.expires_at, now))
             .map(|e| &e.key)
     }
 

@@ -129,7 +129,7 @@ impl KeySet {
         let mut best: Option<(Option<OffsetDateTime>, &mac::KeyedMac)> = None;
         for ((_, expires), keyed) in self.keys.keys().zip(&self.macs) {
             let Some(keyed) = keyed else { continue };
-            if expires.is_some_and(|t| now >= t) {
+            if !crate::secret::active_at(expires, now) {
                 continue;
             }
             let sooner = match (best, expires) {
@@ -154,7 +154,7 @@ impl KeySet {
         self.keys
             .keys()
             .zip(&self.macs)
-            .filter(move |((_, expires), _)| expires.is_none_or(|t| now < t))
+            .filter(move |((_, expires), _)| crate::secret::active_at(*expires, now))
             .map(|((key, _), mac)| (key, mac.as_ref()))
     }
 }
