@@ -100,6 +100,7 @@
 use std::borrow::{Borrow, Cow};
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
@@ -176,13 +177,57 @@ const fn validate_id(id: &[u8]) -> Result<(), InvalidId> {
     Ok(())
 }
 
-/// Defines a validated id newtype over `Cow<'static, str>` with the usual
-/// conversions and a validating `Deserialize`.
+/// The text of an id: a `'static` literal, or shared, so that cloning an id
+/// (into an index, a log line, a notification) never allocates.
+#[derive(Clone)]
+enum IdText {
+    Static(&'static str),
+    Shared(Arc<str>),
+}
+
+impl IdText {
+    fn as_str(&self) -> &str {
+        match self {
+            Self::Static(s) => s,
+            Self::Shared(s) => s,
+        }
+    }
+}
+
+/// Defines a validated id newtype over [`IdText`] with the usual
+/// conversions, comparisons by text, and a validating `Deserialize`.
 macro_rules! id_type {
     ($(#[$meta:meta])* $name:ident) => {
         $(#[$meta])*
-        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub struct $name(Cow<'static, str>);
+        #[derive(Clone)]
+        pub struct $name(IdText);
+
+        impl PartialEq for $name {
+            fn eq(&self, other: &Self) -> bool {
+                self.as_str() == other.as_str()
+            }
+        }
+
+        impl Eq for $name {}
+
+        impl PartialOrd for $name {
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+
+        impl Ord for $name {
+            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+                self.as_str().cmp(other.as_str())
+            }
+        }
+
+        impl std::hash::Hash for $name {
+            // As `str` hashes, so that `Borrow<str>` lookups work.
+            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+                self.as_str().hash(state);
+            }
+        }
 
         impl $name {
             /// Validates `id`.
@@ -194,7 +239,7 @@ macro_rules! id_type {
             pub fn new(id: impl Into<String>) -> Result<Self, InvalidId> {
                 let id = id.into();
                 validate_id(id.as_bytes())?;
-                Ok(Self(Cow::Owned(id)))
+                Ok(Self(IdText::Shared(Arc::from(id))))
             }
 
             /// An id from a string literal, checked at compile time when used
@@ -207,12 +252,12 @@ macro_rules! id_type {
                 if validate_id(id.as_bytes()).is_err() {
                     panic!("invalid id");
                 }
-                Self(Cow::Borrowed(id))
+                Self(IdText::Static(id))
             }
 
             /// The id as text.
             pub fn as_str(&self) -> &str {
-                &self.0
+                self.0.as_str()
             }
         }
 
@@ -239,31 +284,31 @@ macro_rules! id_type {
 
         impl AsRef<str> for $name {
             fn as_ref(&self) -> &str {
-                &self.0
+                self.0.as_str()
             }
         }
 
         impl Borrow<str> for $name {
             fn borrow(&self) -> &str {
-                &self.0
+                self.0.as_str()
             }
         }
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
+                f.write_str(self.0.as_str())
             }
         }
 
         impl fmt::Debug for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                fmt::Debug::fmt(&*self.0, f)
+                fmt::Debug::fmt(self.0.as_str(), f)
             }
         }
 
         impl Serialize for $name {
             fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.serialize_str(&self.0)
+                serializer.serialize_str(self.0.as_str())
             }
         }
 
@@ -309,7 +354,7 @@ impl DeliveryId {
     pub fn generate_at(now: OffsetDateTime) -> Self {
         let id = MessageId::generate_at(now);
         let tail = id.as_str().strip_prefix("msg_").unwrap_or(id.as_str());
-        Self(Cow::Owned(format!("dlv_{tail}")))
+        Self(IdText::Shared(Arc::from(format!("dlv_{tail}"))))
     }
 }
 

@@ -69,14 +69,14 @@ pub enum InvalidMessageId {
 /// # Ok::<(), hookway::event::InvalidMessageId>(())
 /// ```
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct MessageId(Box<str>);
+pub struct MessageId(std::sync::Arc<str>);
 
 impl MessageId {
     /// Validates `id`.
     pub fn new(id: impl Into<String>) -> Result<Self, InvalidMessageId> {
         let id = id.into();
         validate_message_id(&id)?;
-        Ok(Self(id.into_boxed_str()))
+        Ok(Self(std::sync::Arc::from(id)))
     }
 
     /// A fresh, unique id: `msg_` followed by 26 characters (a 48-bit
@@ -114,7 +114,7 @@ impl MessageId {
         for i in (0..26).rev() {
             out.push(ALPHABET[((value >> (5 * i)) & 31) as usize] as char);
         }
-        Self(out.into_boxed_str())
+        Self(std::sync::Arc::from(out))
     }
 
     /// The id as text.

@@ -14,14 +14,14 @@
 //! claim to expire, and the delivery is attempted again.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde::Serialize;
 use time::OffsetDateTime;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::clock::{Clock, SystemClock};
@@ -37,7 +37,7 @@ use crate::error::SignError;
 use crate::event::{Event, EventType, MessageId};
 use crate::oauth::{ClientCredentials, TokenCache, TokenError};
 use crate::retry::{FailureCause, Outcome, SplitMix64};
-use crate::store::{DeliveryQuery, Inserted, Store, StoreError, StoredEvent};
+use crate::store::{Claimed, DeliveryQuery, Inserted, Prune, Store, StoreError, StoredEvent};
 
 /// The default limit on a serialised payload: 1 MiB.
 pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
@@ -74,6 +74,12 @@ pub struct OutboxConfig {
     /// ([`FailureReason::HoldLimit`]), not attempted, and can be retried by
     /// hand or replayed. Default: 10 000.
     pub max_held_per_endpoint: Option<u32>,
+    /// How long delivered deliveries (with their attempt logs) are kept
+    /// before the workers prune them; an event goes with its last delivery,
+    /// so [`Outbox::replay`] and the de-duplication of publishes reach back
+    /// this far. Failed deliveries are kept until pruned by hand
+    /// ([`Outbox::prune`]). `None` keeps everything. Default: 24 hours.
+    pub retention: Option<Duration>,
 }
 
 impl Default for OutboxConfig {
@@ -88,6 +94,7 @@ impl Default for OutboxConfig {
             disable_after_consecutive_failures: None,
             failing_after_attempts: 3,
             max_held_per_endpoint: Some(10_000),
+            retention: Some(Duration::from_secs(24 * 60 * 60)),
         }
     }
 }
@@ -235,10 +242,22 @@ struct Gate {
     consecutive_failures: u32,
 }
 
-/// What one request carries: one delivery, or a batch of one endpoint's.
+/// What one request carries: one delivery, or a batch of one endpoint's,
+/// with the endpoint as it was when they were claimed (`None` if it is
+/// gone).
 struct Unit {
-    items: Vec<(Delivery, Claim)>,
+    endpoint: Option<Arc<Endpoint>>,
+    items: Vec<Claimed>,
     batching: Option<Batching>,
+}
+
+/// How often the workers prune finished deliveries (at most).
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// The gate of `endpoint`, made on first use (ids are shared, so the key
+/// costs no allocation).
+fn gate_of<'a>(gates: &'a mut HashMap<EndpointId, Gate>, endpoint: &EndpointId) -> &'a mut Gate {
+    gates.entry(endpoint.clone()).or_default()
 }
 
 /// How long a delivery waits when its endpoint is at its concurrency limit
@@ -263,11 +282,14 @@ struct Inner<S, D> {
     wake: Notify,
     in_flight: Arc<Semaphore>,
     gates: Mutex<HashMap<EndpointId, Gate>>,
-    observers: Mutex<Vec<Arc<dyn Observer>>>,
+    /// Replaced, not edited, on `subscribe`: a notification clones one
+    /// `Arc`, not the list.
+    observers: Mutex<Arc<Vec<Arc<dyn Observer>>>>,
     tokens: TokenCache,
-    /// Claims handed to attempts that have not finished, so a shutdown that
-    /// aborts them can give the deliveries back at once.
-    claimed: Mutex<HashMap<DeliveryId, Claim>>,
+    /// Claims of attempts aborted by a shutdown, given back by it at once.
+    abandoned: Mutex<Vec<(DeliveryId, Claim)>>,
+    /// When the workers next prune (Unix seconds).
+    next_prune: AtomicI64,
 }
 
 impl<S, D> Clone for Outbox<S, D> {
@@ -301,9 +323,10 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
                 wake: Notify::new(),
                 in_flight: Arc::new(Semaphore::new(permits)),
                 gates: Mutex::new(HashMap::new()),
-                observers: Mutex::new(Vec::new()),
+                observers: Mutex::new(Arc::new(Vec::new())),
                 tokens: TokenCache::new(),
-                claimed: Mutex::new(HashMap::new()),
+                abandoned: Mutex::new(Vec::new()),
+                next_prune: AtomicI64::new(i64::MIN),
                 config,
             }),
         }
@@ -326,35 +349,43 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
     /// Adds an observer of attempts, failing and failed deliveries, and
     /// endpoints disabled or enabled.
     pub fn subscribe(&self, observer: impl Observer) {
-        self.observers().push(Arc::new(observer));
-    }
-
-    fn observers(&self) -> std::sync::MutexGuard<'_, Vec<Arc<dyn Observer>>> {
-        self.inner
+        let mut observers = self
+            .inner
             .observers
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut list = Vec::clone(&observers);
+        list.push(Arc::new(observer));
+        *observers = Arc::new(list);
+    }
+
+    fn observers(&self) -> Arc<Vec<Arc<dyn Observer>>> {
+        Arc::clone(
+            &self
+                .inner
+                .observers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
     }
 
     fn emit(&self, notification: Notification) {
-        let observers: Vec<_> = self.observers().clone();
-        for observer in observers {
+        for observer in self.observers().iter() {
             observer.notify(&notification);
         }
-    }
-
-    fn claims(&self) -> std::sync::MutexGuard<'_, HashMap<DeliveryId, Claim>> {
-        self.inner
-            .claimed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Gives back every delivery whose attempt was abandoned (shutdown),
     /// due now and not charged an attempt. A delivery whose result was
     /// stored meanwhile is left as it is (the store refuses the stale write).
     async fn release_abandoned(&self) {
-        let abandoned: Vec<_> = self.claims().drain().collect();
+        let abandoned = std::mem::take(
+            &mut *self
+                .inner
+                .abandoned
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
         let now = self.now();
         for (id, claim) in abandoned {
             let Ok(Some(mut delivery)) = self.inner.store.delivery(&id).await else {
@@ -382,7 +413,7 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
     /// look again.
     fn admit(&self, endpoint: &Endpoint, now: OffsetDateTime) -> Result<(), OffsetDateTime> {
         let mut gates = self.gates();
-        let gate = gates.entry(endpoint.id().clone()).or_default();
+        let gate = gate_of(&mut gates, endpoint.id());
         if let Some(until) = gate.paused_until {
             if now < until {
                 return Err(until);
@@ -423,7 +454,7 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
     ) -> Option<DisableReason> {
         let config = &self.inner.config;
         let mut gates = self.gates();
-        let gate = gates.entry(endpoint.clone()).or_default();
+        let gate = gate_of(&mut gates, endpoint);
         gate.in_flight = gate.in_flight.saturating_sub(1);
         if outcome.is_delivered() {
             gate.last_success = Some(now);
@@ -473,22 +504,13 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
     }
 
     /// For an ordered endpoint: if an older unfinished delivery must go
-    /// first, when to look again. The store lists deliveries oldest first,
-    /// so the first unfinished one is the head of the queue.
+    /// first, when to look again.
     async fn wait_for_head(
         &self,
         delivery: &Delivery,
         now: OffsetDateTime,
     ) -> Result<Option<OffsetDateTime>, StoreError> {
-        let queue = self
-            .inner
-            .store
-            .deliveries(&DeliveryQuery {
-                endpoint: Some(delivery.endpoint_id().clone()),
-                ..DeliveryQuery::default()
-            })
-            .await?;
-        let head = queue.iter().find(|d| !d.state().is_terminal());
+        let head = self.inner.store.queue_head(delivery.endpoint_id()).await?;
         let soon = now + BUSY_RETRY;
         Ok(match head {
             Some(head) if head.id() != delivery.id() => Some(match head.state() {
@@ -631,51 +653,78 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
         Ok(())
     }
 
-    /// Claims the deliveries due now and attempts each (concurrently, within
-    /// the in-flight cap); returns how many were attempted.
-    pub async fn run_once(&self) -> Result<usize, OutboxError> {
+    /// Takes in-flight permits (waiting for the first) and claims no more
+    /// deliveries than it holds, so no claim's lease runs down while it
+    /// waits for a permit (a lease that expires before the request is sent
+    /// lets another worker send it too).
+    async fn claim(&self) -> Result<Option<(OwnedSemaphorePermit, Vec<Unit>)>, OutboxError> {
         let config = &self.inner.config;
-        // Take the in-flight permits first and claim no more than them, so
-        // no claim's lease runs down while it waits for a permit (a lease
-        // that expires before the request is sent lets another worker send
-        // it too).
         let Ok(mut permits) = Arc::clone(&self.inner.in_flight).acquire_owned().await else {
-            return Ok(0);
+            return Ok(None);
         };
         let extra = self
             .inner
             .in_flight
             .available_permits()
             .min(config.claim_batch.saturating_sub(1));
-        if let Ok(more) = Arc::clone(&self.inner.in_flight)
-            .try_acquire_many_owned(u32::try_from(extra).unwrap_or(u32::MAX))
-        {
-            permits.merge(more);
+        if extra > 0 {
+            if let Ok(more) = Arc::clone(&self.inner.in_flight)
+                .try_acquire_many_owned(u32::try_from(extra).unwrap_or(u32::MAX))
+            {
+                permits.merge(more);
+            }
         }
         let claimed = self
             .inner
             .store
             .claim_due(self.now(), config.lease, permits.num_permits())
             .await?;
-        let count = claimed.len();
-        self.claims()
-            .extend(claimed.iter().map(|(d, c)| (d.id().clone(), c.clone())));
-        let mut tasks = JoinSet::new();
-        for unit in self.units(claimed).await? {
-            // One permit per request; a batch carries several deliveries.
-            let permit = permits.split(1);
-            let this = self.clone();
-            let ids: Vec<DeliveryId> = unit.items.iter().map(|(d, _)| d.id().clone()).collect();
-            tasks.spawn(async move {
-                let _permit = permit;
-                let result = this.attempt(unit).await;
-                let mut claims = this.claims();
-                for id in &ids {
-                    claims.remove(id);
-                }
-                result
-            });
+        if claimed.is_empty() {
+            return Ok(None);
         }
+        Ok(Some((permits, self.units(claimed).await?)))
+    }
+
+    /// Starts one unit's attempt on `tasks`, holding one in-flight permit
+    /// taken from `permits`. If the task is aborted (shutdown), its claims
+    /// are recorded so the shutdown can give them back.
+    fn spawn_unit(
+        &self,
+        tasks: &mut JoinSet<Result<(), OutboxError>>,
+        permits: &mut OwnedSemaphorePermit,
+        unit: Unit,
+    ) {
+        let permit = permits.split(1);
+        let guard = AbandonGuard {
+            outbox: self.clone(),
+            claims: unit
+                .items
+                .iter()
+                .map(|c| (c.delivery.id().clone(), c.claim.clone()))
+                .collect(),
+        };
+        let this = self.clone();
+        tasks.spawn(async move {
+            let _permit = permit;
+            let result = this.attempt(unit).await;
+            guard.disarm();
+            result
+        });
+    }
+
+    /// Claims the deliveries due now and attempts each (concurrently, within
+    /// the in-flight cap), and waits for them; returns how many were
+    /// attempted.
+    pub async fn run_once(&self) -> Result<usize, OutboxError> {
+        let Some((mut permits, units)) = self.claim().await? else {
+            return Ok(0);
+        };
+        let count = units.iter().map(|u| u.items.len()).sum();
+        let mut tasks = JoinSet::new();
+        for unit in units {
+            self.spawn_unit(&mut tasks, &mut permits, unit);
+        }
+        drop(permits);
         let mut first_error = None;
         while let Some(joined) = tasks.join_next().await {
             if let Ok(Err(e)) = joined {
@@ -690,44 +739,58 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
 
     /// Groups claimed deliveries into what one request carries: one
     /// delivery, or for an endpoint with batching up to `max_events` of its
-    /// deliveries, oldest first.
-    async fn units(&self, claimed: Vec<(Delivery, Claim)>) -> Result<Vec<Unit>, OutboxError> {
-        if claimed.is_empty() {
-            return Ok(Vec::new());
-        }
-        let batching: HashMap<EndpointId, Batching> = self
-            .inner
-            .store
-            .endpoints()
-            .await?
-            .into_iter()
-            .filter_map(|e| e.batching().map(|b| (e.id().clone(), b)))
-            .collect();
-        let mut units = Vec::new();
-        let mut batched: HashMap<EndpointId, Vec<(Delivery, Claim)>> = HashMap::new();
-        for (delivery, claim) in claimed {
-            if batching.contains_key(delivery.endpoint_id()) {
-                batched
-                    .entry(delivery.endpoint_id().clone())
-                    .or_default()
-                    .push((delivery, claim));
-            } else {
-                units.push(Unit {
-                    items: vec![(delivery, claim)],
+    /// deliveries, oldest first. Each endpoint is read once per call.
+    async fn units(&self, claimed: Vec<Claimed>) -> Result<Vec<Unit>, OutboxError> {
+        let mut endpoints: Vec<(EndpointId, Option<Arc<Endpoint>>)> = Vec::new();
+        let mut units = Vec::with_capacity(claimed.len());
+        let mut batched: Vec<Unit> = Vec::new();
+        for item in claimed {
+            let id = item.delivery.endpoint_id();
+            let endpoint = match endpoints.iter().find(|(e, _)| e == id) {
+                Some((_, endpoint)) => endpoint.clone(),
+                None => {
+                    let endpoint = self.inner.store.endpoint(id).await?;
+                    endpoints.push((id.clone(), endpoint.clone()));
+                    endpoint
+                }
+            };
+            let batching = endpoint.as_ref().and_then(|e| e.batching());
+            match batching {
+                None => units.push(Unit {
+                    endpoint,
+                    items: vec![item],
                     batching: None,
-                });
+                }),
+                Some(batch) => match batched
+                    .iter_mut()
+                    .find(|u| u.items[0].delivery.endpoint_id() == id)
+                {
+                    Some(unit) => unit.items.push(item),
+                    None => batched.push(Unit {
+                        endpoint,
+                        items: vec![item],
+                        batching: Some(batch),
+                    }),
+                },
             }
         }
-        for (endpoint, mut items) in batched {
-            let batch = batching[&endpoint];
+        for mut group in batched {
+            let Some(batch) = group.batching else {
+                continue;
+            };
             // Ids are time-ordered and monotonic: creation order.
-            items.sort_by(|(a, _), (b, _)| (a.created_at(), a.id()).cmp(&(b.created_at(), b.id())));
+            group.items.sort_by(|a, b| {
+                (a.delivery.created_at(), a.delivery.id())
+                    .cmp(&(b.delivery.created_at(), b.delivery.id()))
+            });
             let size = usize::try_from(batch.max_events)
                 .unwrap_or(usize::MAX)
                 .max(1);
+            let mut items = group.items;
             while !items.is_empty() {
                 let rest = items.split_off(size.min(items.len()));
                 units.push(Unit {
+                    endpoint: group.endpoint.clone(),
                     items: std::mem::replace(&mut items, rest),
                     batching: Some(batch),
                 });
@@ -740,27 +803,19 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
     /// deliveries), persisted.
     async fn attempt(&self, unit: Unit) -> Result<(), OutboxError> {
         let store = &self.inner.store;
-        let Some((first, _)) = unit.items.first() else {
-            return Ok(());
-        };
-        let endpoint = store.endpoint(first.endpoint_id()).await?;
-        let mut events = Vec::with_capacity(unit.items.len());
-        for (delivery, _) in &unit.items {
-            events.push(store.event(delivery.event_id()).await?);
-        }
-        let endpoint = match endpoint {
-            Some(endpoint) if endpoint.is_enabled() && events.iter().all(Option::is_some) => {
-                endpoint
-            }
+        let endpoint = match unit.endpoint {
+            Some(endpoint) if endpoint.is_enabled() => endpoint,
             _ => return self.hold_all(unit.items).await,
         };
-        let events: Vec<StoredEvent> = events.into_iter().flatten().collect();
+        if unit.items.is_empty() {
+            return Ok(());
+        }
         let now = self.now();
         if let Some(batch) = unit.batching {
             // Wait for a fuller batch, unless it is full, a retry, or its
             // oldest event has waited long enough.
-            let oldest = unit.items[0].0.created_at();
-            let fresh = unit.items.iter().all(|(d, _)| d.attempts() == 0);
+            let oldest = unit.items[0].delivery.created_at();
+            let fresh = unit.items.iter().all(|c| c.delivery.attempts() == 0);
             let full = unit.items.len() >= usize::try_from(batch.max_events).unwrap_or(usize::MAX);
             let ready_at = oldest + batch.max_wait;
             if fresh && !full && now < ready_at {
@@ -768,15 +823,16 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
             }
         }
         if endpoint.is_ordered() && unit.batching.is_none() {
-            if let Some(until) = self.wait_for_head(&unit.items[0].0, now).await? {
+            if let Some(until) = self.wait_for_head(&unit.items[0].delivery, now).await? {
                 return self.defer_all(unit.items, until).await;
             }
         }
         if let Err(until) = self.admit(&endpoint, now) {
             return self.defer_all(unit.items, until).await;
         }
-        let (delivery_id, claim_attempt) =
-            (unit.items[0].0.id().clone(), unit.items[0].1.attempt());
+        let first = &unit.items[0];
+        let (delivery_id, claim_attempt) = (first.delivery.id().clone(), first.claim.attempt());
+        let event_type = first.delivery.event_type().clone();
         let span = tracing::info_span!(
             "hookway.attempt",
             delivery = %delivery_id,
@@ -788,16 +844,17 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
         // stored bodies (not re-serialised), signed under the first
         // delivery's id.
         let (payload, message_id) = if unit.batching.is_none() {
-            (events[0].payload.clone(), events[0].id.clone())
+            (first.payload.clone(), first.delivery.event_id().clone())
         } else {
+            let items = &unit.items;
             let mut body =
-                Vec::with_capacity(events.iter().map(|e| e.payload.len() + 1).sum::<usize>() + 2);
+                Vec::with_capacity(items.iter().map(|c| c.payload.len() + 1).sum::<usize>() + 2);
             body.push(b'[');
-            for (i, event) in events.iter().enumerate() {
+            for (i, item) in items.iter().enumerate() {
                 if i > 0 {
                     body.push(b',');
                 }
-                body.extend_from_slice(&event.payload);
+                body.extend_from_slice(&item.payload);
             }
             body.push(b']');
             let id = MessageId::new(delivery_id.as_str())
@@ -810,7 +867,7 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
                 &endpoint,
                 payload,
                 &message_id,
-                &events[0].event_type,
+                &event_type,
                 &delivery_id,
                 started_at,
             )
@@ -841,7 +898,13 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
         let mut settled = None;
         let mut any_retry = false;
         let mut first_error = None;
-        for (mut delivery, claim) in unit.items {
+        let observers = self.observers();
+        for Claimed {
+            mut delivery,
+            claim,
+            ..
+        } in unit.items
+        {
             let completed = {
                 let mut rng = self
                     .inner
@@ -887,19 +950,22 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
             );
             let delivery_id = delivery.id().clone();
             let attempts = delivery.attempts();
+            // The attempt is copied only if someone is told of it.
+            let (logged, told) = if observers.is_empty() {
+                (completed.attempt, None)
+            } else {
+                (completed.attempt.clone(), Some(completed))
+            };
             if let Err(e) = store
-                .save(
-                    delivery,
-                    claim.token(),
-                    StateKind::InFlight,
-                    Some(completed.attempt.clone()),
-                )
+                .save(delivery, claim.token(), StateKind::InFlight, Some(logged))
                 .await
             {
                 first_error.get_or_insert(e.into());
                 continue;
             }
-            self.notify_completed(delivery_id, endpoint.id().clone(), attempts, completed);
+            if let Some(completed) = told {
+                self.notify_completed(delivery_id, endpoint.id().clone(), attempts, completed);
+            }
         }
         match settled {
             Some(Some(reason)) => self.disable(&endpoint, reason).await?,
@@ -1011,20 +1077,21 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
         }
     }
 
-    async fn hold_all(&self, items: Vec<(Delivery, Claim)>) -> Result<(), OutboxError> {
-        for (delivery, claim) in items {
-            self.hold_claimed(delivery, &claim).await?;
+    async fn hold_all(&self, items: Vec<Claimed>) -> Result<(), OutboxError> {
+        for item in items {
+            self.hold_claimed(item.delivery, &item.claim).await?;
         }
         Ok(())
     }
 
     async fn defer_all(
         &self,
-        items: Vec<(Delivery, Claim)>,
+        items: Vec<Claimed>,
         until: OffsetDateTime,
     ) -> Result<(), OutboxError> {
-        for (delivery, claim) in items {
-            self.defer_claimed(delivery, &claim, until).await?;
+        for item in items {
+            self.defer_claimed(item.delivery, &item.claim, until)
+                .await?;
         }
         Ok(())
     }
@@ -1191,35 +1258,96 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
         Ok(())
     }
 
-    /// Starts `workers` worker tasks on the current tokio runtime. They
-    /// claim and attempt due deliveries, and sleep until the next one is
-    /// due (or a publish wakes them) rather than polling.
+    /// Removes finished deliveries as `prune` says, with their attempt logs
+    /// and events left with no delivery; returns how many deliveries went.
+    /// The workers do this for delivered ones on their own (see
+    /// [`OutboxConfig::retention`]); failed ones go only when asked.
+    pub async fn prune(&self, prune: Prune) -> Result<usize, OutboxError> {
+        Ok(self.inner.store.prune(prune).await?)
+    }
+
+    /// Prunes delivered deliveries older than the retention, at most once
+    /// per [`PRUNE_EVERY`] across all workers.
+    async fn prune_if_due(&self) {
+        let Some(retention) = self.inner.config.retention else {
+            return;
+        };
+        let now = self.now();
+        let at = now.unix_timestamp();
+        let next = self.inner.next_prune.load(Ordering::Relaxed);
+        if at < next {
+            return;
+        }
+        let every = i64::try_from(PRUNE_EVERY.min(retention).as_secs().max(1)).unwrap_or(60);
+        if self
+            .inner
+            .next_prune
+            .compare_exchange(next, at + every, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return; // another worker is on it
+        }
+        let Some(before) =
+            now.checked_sub(time::Duration::try_from(retention).unwrap_or(time::Duration::MAX))
+        else {
+            return;
+        };
+        match self
+            .inner
+            .store
+            .prune(Prune::delivered_before(before))
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(pruned = n, "pruned delivered deliveries"),
+            Err(error) => tracing::warn!(%error, "pruning delivered deliveries failed"),
+        }
+    }
+
+    /// Starts `workers` worker tasks on the current tokio runtime. Each
+    /// claims due deliveries whenever an in-flight slot is free and starts
+    /// their attempts without waiting for earlier ones to finish; idle, it
+    /// sleeps until the next delivery is due or a publish wakes it, rather
+    /// than polling.
     pub fn start(&self, workers: usize) -> Workers<S, D> {
-        let stop = Arc::new(AtomicBool::new(false));
+        let (control, state) = watch::channel(Phase::Running);
         let mut tasks = JoinSet::new();
         for _ in 0..workers.max(1) {
             let this = self.clone();
-            let stop = Arc::clone(&stop);
-            tasks.spawn(async move { this.work(&stop).await });
+            let state = state.clone();
+            tasks.spawn(async move { this.work(state).await });
         }
         Workers {
             outbox: self.clone(),
-            stop,
+            control,
             tasks,
         }
     }
 
-    async fn work(&self, stop: &AtomicBool) {
-        while !stop.load(Ordering::Acquire) {
+    async fn work(&self, mut phase: watch::Receiver<Phase>) {
+        let mut tasks = JoinSet::new();
+        while *phase.borrow() == Phase::Running {
+            while tasks.try_join_next().is_some() {}
+            self.prune_if_due().await;
             let notified = self.inner.wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            match self.run_once().await {
-                Ok(n) if n > 0 => continue,
-                Ok(_) => {}
-                Err(_) => {
-                    // A store or transition error: back off briefly and try
-                    // again; the claims expire if the problem persists.
+            let claimed = tokio::select! {
+                claimed = self.claim() => claimed,
+                _ = phase.changed() => continue,
+            };
+            match claimed {
+                Ok(Some((mut permits, units))) => {
+                    for unit in units {
+                        self.spawn_unit(&mut tasks, &mut permits, unit);
+                    }
+                    continue;
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    // A store error: wait as if idle and try again; claims
+                    // made meanwhile expire if the problem persists.
+                    tracing::warn!(%error, "claiming deliveries failed");
                 }
             }
             let wait = match self.inner.store.next_due().await {
@@ -1236,15 +1364,65 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 () = &mut notified => {}
+                _ = phase.changed() => {}
             }
         }
+        // Stopping: let attempts in flight finish, unless told to abort.
+        loop {
+            tokio::select! {
+                joined = tasks.join_next() => if joined.is_none() { return },
+                _ = phase.wait_for(|p| *p == Phase::Aborting) => break,
+            }
+        }
+        tasks.abort_all();
+        // Wait until each aborted attempt is dropped, so its guard has
+        // recorded its claims before the shutdown gives them back.
+        while tasks.join_next().await.is_some() {}
     }
+}
+
+/// Records an aborted attempt's claims, so that a shutdown gives the
+/// deliveries back at once instead of leaving them to their leases.
+struct AbandonGuard<S, D> {
+    outbox: Outbox<S, D>,
+    claims: Vec<(DeliveryId, Claim)>,
+}
+
+impl<S, D> AbandonGuard<S, D> {
+    /// The attempt finished and its results are stored.
+    fn disarm(mut self) {
+        self.claims.clear();
+    }
+}
+
+impl<S, D> Drop for AbandonGuard<S, D> {
+    fn drop(&mut self) {
+        if self.claims.is_empty() {
+            return;
+        }
+        self.outbox
+            .inner
+            .abandoned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .append(&mut self.claims);
+    }
+}
+
+/// What the workers are told to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Running,
+    /// Claim nothing more; let attempts in flight finish.
+    Stopping,
+    /// Abort attempts still in flight.
+    Aborting,
 }
 
 /// Running worker tasks; see [`Outbox::start`].
 pub struct Workers<S, D> {
     outbox: Outbox<S, D>,
-    stop: Arc<AtomicBool>,
+    control: watch::Sender<Phase>,
     tasks: JoinSet<()>,
 }
 
@@ -1256,11 +1434,10 @@ impl<S: Store, D: Dispatcher> Workers<S, D> {
     /// reach the receiver twice (delivery is at-least-once), never zero
     /// times.
     pub async fn shutdown(mut self, deadline: Duration) {
-        self.stop.store(true, Ordering::Release);
-        self.outbox.inner.wake.notify_waiters();
+        self.control.send_replace(Phase::Stopping);
         let drain = async { while self.tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(deadline, drain).await.is_err() {
-            self.tasks.abort_all();
+            self.control.send_replace(Phase::Aborting);
             while self.tasks.join_next().await.is_some() {}
         }
         self.outbox.release_abandoned().await;
@@ -1271,7 +1448,7 @@ impl<S, D> std::fmt::Debug for Workers<S, D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Workers")
             .field("tasks", &self.tasks.len())
-            .field("stopping", &self.stop.load(Ordering::Relaxed))
+            .field("phase", &*self.control.borrow())
             .finish()
     }
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use hookway::clock::ManualClock;
+use hookway::clock::{Clock, ManualClock};
 use hookway::delivery::{DeliveryState, StateKind};
 use hookway::dispatch::TransportErrorKind;
 use hookway::endpoint::Endpoint;
@@ -473,4 +473,82 @@ async fn oauth2_tokens_are_fetched_cached_and_refreshed_once_on_401() {
     let sent = outbox.dispatcher().requests();
     assert_eq!(sent.len(), 5);
     assert_eq!(sent[4].request.headers()["authorization"], "Bearer t2");
+}
+
+#[tokio::test(start_paused = true)]
+async fn workers_prune_delivered_deliveries_after_the_retention_and_keep_failed_ones() {
+    // The first event is delivered; the second is refused for good (400).
+    let dispatcher = ScriptedDispatcher::new()
+        .reply(Reply::status(200))
+        .reply(Reply::status(400));
+    let clock = ManualClock::new(T0);
+    let mut config = OutboxConfig::default();
+    config.retention = Some(Duration::from_secs(3600));
+    let outbox = Outbox::with_config(MemoryStore::new(), dispatcher, config, clock.clone());
+    outbox
+        .add_endpoint(
+            Endpoint::builder(
+                "ep_a".parse().unwrap(),
+                A,
+                Scheme::standard(),
+                Secret::generate(),
+            )
+            .build()
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let ty: EventType = "ticket.created".parse().unwrap();
+    let delivered = outbox
+        .publish("msg_1".parse().unwrap(), ty.clone(), &json!({"n": 1}), &[])
+        .await
+        .unwrap();
+    outbox.run_once().await.unwrap();
+    let failed = outbox
+        .publish("msg_2".parse().unwrap(), ty.clone(), &json!({"n": 2}), &[])
+        .await
+        .unwrap();
+    outbox.run_once().await.unwrap();
+    let store = outbox.store();
+    assert_eq!(store.delivery_count(), 2);
+    assert!(matches!(
+        store.delivery(&failed[0]).await.unwrap().unwrap().state(),
+        DeliveryState::Failed { .. }
+    ));
+
+    // Younger than the retention: kept by a worker pass.
+    clock.advance(Duration::from_secs(3599));
+    let workers = outbox.start(1);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    workers.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(store.delivery_count(), 2);
+
+    // Older: the delivered one, its attempts and its event are gone, so the
+    // same id publishes anew; the failed one stays until asked.
+    clock.advance(Duration::from_secs(120));
+    let workers = outbox.start(1);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    workers.shutdown(Duration::from_secs(1)).await;
+    assert!(store.delivery(&delivered[0]).await.unwrap().is_none());
+    assert!(store.attempts(&delivered[0]).await.unwrap().is_empty());
+    assert!(store
+        .event(&"msg_1".parse().unwrap())
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(store.attempts(&failed[0]).await.unwrap().len(), 1);
+    assert_eq!((store.delivery_count(), store.event_count()), (1, 1));
+    let again = outbox
+        .publish("msg_1".parse().unwrap(), ty, &json!({"n": 1}), &[])
+        .await
+        .unwrap();
+    assert_ne!(again, delivered);
+
+    let pruned = outbox
+        .prune(hookway::store::Prune::delivered_before(clock.now()).and_failed_before(clock.now()))
+        .await
+        .unwrap();
+    assert_eq!(pruned, 1, "the failed delivery; the new one is pending");
+    assert!(store.delivery(&failed[0]).await.unwrap().is_none());
+    assert_eq!((store.delivery_count(), store.event_count()), (1, 1));
 }

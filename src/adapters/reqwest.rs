@@ -167,6 +167,34 @@ pub struct ReqwestDispatcher {
     allow_http: bool,
     max_response_body: usize,
     identities: Arc<IdentityClients>,
+    urls: Arc<UrlCache>,
+}
+
+/// Parsed URLs by request URI. A webhook sender sends to the same few
+/// thousand URLs over and over; parsing each (IDNA included) on every
+/// request is measurable, a hash lookup is not.
+#[derive(Default)]
+struct UrlCache {
+    urls: Mutex<HashMap<http::Uri, ::reqwest::Url>>,
+}
+
+impl UrlCache {
+    /// URIs remembered at most; past that the cache starts again.
+    const CAPACITY: usize = 4096;
+
+    fn url(&self, uri: &http::Uri) -> Result<::reqwest::Url, TransportError> {
+        let mut urls = self.urls.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(url) = urls.get(uri) {
+            return Ok(url.clone());
+        }
+        let url = ::reqwest::Url::parse(&uri.to_string())
+            .map_err(|_| refused("the request URI is not an absolute http(s) URL"))?;
+        if urls.len() >= Self::CAPACITY {
+            urls.clear();
+        }
+        urls.insert(uri.clone(), url.clone());
+        Ok(url)
+    }
 }
 
 impl ReqwestDispatcher {
@@ -241,9 +269,13 @@ impl ReqwestDispatcher {
         mut request: http::Request<Bytes>,
     ) -> Result<http::Response<Bytes>, TransportError> {
         let identity = request.extensions_mut().remove::<ClientIdentity>();
-        let request = ::reqwest::Request::try_from(request)
-            .map_err(|_| refused("the request URI is not an absolute http(s) URL"))?;
-        self.check_url(request.url())?;
+        let (parts, body) = request.into_parts();
+        let url = self.urls.url(&parts.uri)?;
+        self.check_url(&url)?;
+        let mut request = ::reqwest::Request::new(parts.method, url);
+        *request.headers_mut() = parts.headers;
+        *request.version_mut() = parts.version;
+        *request.body_mut() = Some(body.into());
         let identity_client;
         let client = match identity {
             None => &self.client,
@@ -516,6 +548,7 @@ impl ReqwestDispatcherBuilder {
             allow_http: self.allow_http,
             max_response_body: self.max_response_body,
             identities: Arc::new(IdentityClients::new(factory, self.identity_client_capacity)),
+            urls: Arc::new(UrlCache::default()),
         })
     }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use time::OffsetDateTime;
 
-use crate::delivery::{Attempt, Claim, Delivery, DeliveryId, EndpointId, StateKind};
+use crate::delivery::{Attempt, Claim, Delivery, DeliveryId, DeliveryState, EndpointId, StateKind};
 use crate::endpoint::Endpoint;
 use crate::event::{EventType, MessageId};
 
@@ -54,6 +54,72 @@ impl Inserted {
     pub fn ids(&self) -> &[DeliveryId] {
         match self {
             Self::New(ids) | Self::Duplicate(ids) => ids,
+        }
+    }
+}
+
+/// A delivery claimed by [`Store::claim_due`], with the payload its attempt
+/// sends (so a worker needs no second read per delivery).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Claimed {
+    /// The delivery, now in flight.
+    pub delivery: Delivery,
+    /// The claim: pass its token to [`Store::save`].
+    pub claim: Claim,
+    /// The event's serialised body, exactly as published.
+    pub payload: Bytes,
+}
+
+impl Claimed {
+    /// Bundles a claimed delivery with its event's payload (for store
+    /// implementations).
+    pub fn new(delivery: Delivery, claim: Claim, payload: Bytes) -> Self {
+        Self {
+            delivery,
+            claim,
+            payload,
+        }
+    }
+}
+
+/// What [`Store::prune`] removes.
+///
+/// Only finished deliveries are removed, with their attempt logs; an event
+/// goes once it has no delivery left. Pending, in-flight and held deliveries
+/// are never pruned.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Prune {
+    /// Remove deliveries delivered before this time.
+    pub delivered_before: Option<OffsetDateTime>,
+    /// Remove deliveries that failed before this time. Failed deliveries
+    /// are kept until asked for, since they may be retried by hand.
+    pub failed_before: Option<OffsetDateTime>,
+}
+
+impl Prune {
+    /// Removes deliveries delivered before `before`.
+    pub fn delivered_before(before: OffsetDateTime) -> Self {
+        Self {
+            delivered_before: Some(before),
+            failed_before: None,
+        }
+    }
+
+    /// Also removes deliveries that failed before `before`.
+    #[must_use]
+    pub fn and_failed_before(mut self, before: OffsetDateTime) -> Self {
+        self.failed_before = Some(before);
+        self
+    }
+
+    /// Whether `delivery` is one this prune removes.
+    pub fn matches(&self, delivery: &Delivery) -> bool {
+        match delivery.state() {
+            DeliveryState::Delivered { at } => self.delivered_before.is_some_and(|t| *at < t),
+            DeliveryState::Failed { at, .. } => self.failed_before.is_some_and(|t| *at < t),
+            _ => false,
         }
     }
 }
@@ -140,13 +206,29 @@ pub trait Store: Send + Sync + 'static {
 
     /// Claims up to `limit` deliveries due at `now` (pending and due, or in
     /// flight with an expired lease), earliest first, each with a lease of
-    /// `lease`.
+    /// `lease`, and returns them with their events' payloads.
     fn claim_due(
         &self,
         now: OffsetDateTime,
         lease: Duration,
         limit: usize,
-    ) -> impl Future<Output = Result<Vec<(Delivery, Claim)>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Claimed>, StoreError>> + Send;
+
+    /// The endpoint's oldest unfinished delivery (pending, in flight or
+    /// held), in the order deliveries were stored: the head of its queue
+    /// when the endpoint is ordered. Must not cost more as finished
+    /// deliveries pile up.
+    fn queue_head(
+        &self,
+        endpoint: &EndpointId,
+    ) -> impl Future<Output = Result<Option<Delivery>, StoreError>> + Send;
+
+    /// Removes the finished deliveries `prune` selects, their attempts, and
+    /// events left with no delivery; returns how many deliveries went.
+    ///
+    /// A pruned event's id can be published again as a new event, so
+    /// de-duplication of publishes reaches back as far as retention does.
+    fn prune(&self, prune: Prune) -> impl Future<Output = Result<usize, StoreError>> + Send;
 
     /// Writes `delivery` back, and appends `attempt` to its log, if the
     /// stored delivery still has `expected_claims` claims and the same state
