@@ -14,6 +14,9 @@
 //! - [`dispatch`]: the [`Dispatcher`](dispatch::Dispatcher) transport trait;
 //!   [`testing`] has a scripted one for tests.
 //! - [`clock`]: the one place that reads wall time.
+//! - `receive` (feature `receive`): the receiving pipeline, `Receiver`, with
+//!   de-duplication, typed routing and inline or queued processing; the
+//!   axum adapter (feature `axum`) serves it.
 //!
 //! `Signer` and `Verifier` share their names with RustCrypto's `signature`
 //! traits; if you use both, refer to these as `hookway::Signer` and
@@ -23,8 +26,8 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 /// Adapters to third-party HTTP stacks, each behind its own cargo feature.
-#[cfg(feature = "reqwest")]
-#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+#[cfg(any(feature = "reqwest", feature = "axum"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "reqwest", feature = "axum"))))]
 pub mod adapters;
 pub mod clock;
 pub mod delivery;
@@ -37,6 +40,9 @@ pub mod oauth;
 #[cfg_attr(docsrs, doc(cfg(feature = "outbox")))]
 pub mod outbox;
 mod random;
+#[cfg(feature = "receive")]
+#[cfg_attr(docsrs, doc(cfg(feature = "receive")))]
+pub mod receive;
 pub mod retry;
 pub mod scheme;
 pub mod secret;

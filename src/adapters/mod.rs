@@ -5,7 +5,12 @@
 //! | feature | module | provides |
 //! | --- | --- | --- |
 //! | `reqwest` | [`reqwest`](crate::adapters::reqwest) | [`ReqwestDispatcher`](crate::adapters::reqwest::ReqwestDispatcher): a pooled HTTPS [`Dispatcher`](crate::dispatch::Dispatcher) with an SSRF guard |
+//! | `axum` | [`axum`](crate::adapters::axum) | [`webhook`](crate::adapters::axum::webhook) and [`router`](crate::adapters::axum::router) to mount a [`Receiver`](crate::receive::Receiver) at any path; the [`VerifiedEvent`](crate::adapters::axum::VerifiedEvent) extractor |
 
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub mod reqwest;
+
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub mod axum;
