@@ -7,6 +7,9 @@
 //! atomically, with a compare-and-set on the delivery's claim count so that a
 //! worker whose lease expired cannot overwrite a newer worker's result.
 
+#[cfg(feature = "test-support")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-support")))]
+pub mod conformance;
 mod memory;
 
 use std::future::Future;
