@@ -341,6 +341,91 @@ fn without_a_runtime_the_handler_runs_in_place() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
+#[tokio::test]
+async fn a_request_dropped_mid_handler_does_not_cancel_the_handler() {
+    let finished = counter();
+    let f = Arc::clone(&finished);
+    let started = Arc::new(Notify::new());
+    let release = Arc::new(Notify::new());
+    let (s, r) = (Arc::clone(&started), Arc::clone(&release));
+    let receiver = Receiver::builder(intake())
+        .on("ticket.created", move |_: Event| {
+            let (f, s, r) = (Arc::clone(&f), Arc::clone(&s), Arc::clone(&r));
+            async move {
+                s.notify_one();
+                r.notified().await;
+                f.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        })
+        .build()
+        .unwrap();
+    let (body, headers) = ticket("msg_hangup");
+    // The client hangs up while the handler runs: the server drops the
+    // request's future.
+    {
+        let pending = receiver.receive(request(&body, &headers), None);
+        tokio::select! {
+            _ = pending => panic!("the handler should still be waiting"),
+            () = started.notified() => {}
+        }
+    }
+    release.notify_one();
+    for _ in 0..100 {
+        if finished.load(Ordering::SeqCst) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(finished.load(Ordering::SeqCst), 1, "the handler finished");
+    // And its id was settled as processed.
+    let mut again = receiver.receive(request(&body, &headers), None).await;
+    for _ in 0..100 {
+        if !matches!(again, Err(Rejection::InProgress { .. })) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        again = receiver.receive(request(&body, &headers), None).await;
+    }
+    assert_eq!(again.unwrap(), Accepted::Duplicate);
+    assert_eq!(finished.load(Ordering::SeqCst), 1);
+}
+
+/// A store with a bug.
+struct PanickingStore;
+
+impl IdempotencyStore for PanickingStore {
+    async fn begin(&self, _: &MessageId, _: OffsetDateTime) -> Result<Began, IdempotencyError> {
+        panic!("store bug")
+    }
+
+    async fn complete(&self, _: &MessageId, _: OffsetDateTime) -> Result<(), IdempotencyError> {
+        Ok(())
+    }
+
+    async fn abandon(&self, _: &MessageId) -> Result<(), IdempotencyError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_store_answers_500_and_the_receiver_keeps_working() {
+    let receiver = Receiver::builder(intake())
+        .on("ticket.created", |_: Event| async { Ok(()) })
+        .idempotency(PanickingStore)
+        .build()
+        .unwrap();
+    let (body, headers) = ticket("msg_store_bug");
+    for _ in 0..2 {
+        let refused = receiver
+            .receive(request(&body, &headers), None)
+            .await
+            .unwrap_err();
+        assert!(matches!(refused, Rejection::Internal(_)), "{refused:?}");
+        assert_eq!(refused.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Refusals and their statuses
 // ---------------------------------------------------------------------------

@@ -28,9 +28,10 @@
 //! answers 200 and marks the id processed; a handler error (or panic)
 //! answers 500, so the sender retries, and the id is not marked processed,
 //! so the retry runs the handler again. Nothing is acknowledged that was
-//! not processed. Inside a tokio runtime the handler runs on its own task,
-//! so a client that hangs up does not cancel it halfway: it finishes and
-//! settles its id.
+//! not processed. Inside a tokio runtime a client that hangs up does not
+//! cancel the handler halfway: the handler runs in place, and if the
+//! request is dropped before it finishes, the rest moves to a task of its
+//! own, where it finishes and settles its id.
 //!
 //! **Acknowledge-then-process** ([`Processing::queued`]): the request is
 //! answered 202 once the event is on a bounded in-memory queue, and worker
@@ -117,8 +118,11 @@ mod route;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -618,9 +622,10 @@ impl Receiver {
 
     /// Handles one request from `peer` (needed only with an allowlist).
     ///
-    /// Call it inside a tokio runtime to have the handler run on its own
-    /// task (see [the module docs](self#processing-modes)); elsewhere it
-    /// runs in place.
+    /// Call it inside a tokio runtime so that a dropped request does not
+    /// cancel its handler (see [the module docs](self#processing-modes)):
+    /// the rest then finishes on a task of its own. Elsewhere a dropped
+    /// request cancels it.
     pub async fn receive(
         &self,
         request: http::Request<Bytes>,
@@ -681,9 +686,7 @@ impl Receiver {
         let job = route.prepare(admitted, headers, body)?;
         let task = Arc::clone(inner).process(id, event_type, job, now);
         match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => runtime.spawn(task).await.unwrap_or(Err(Rejection::Internal(
-                "the processing task was cancelled",
-            ))),
+            Ok(runtime) => Finish::new(task, runtime).await,
             Err(_) => task.await,
         }
     }
@@ -826,6 +829,68 @@ impl Inner {
                 shared.abandon(&id).await;
                 Err(rejection)
             }
+        }
+    }
+}
+
+/// Runs a request's processing in place, and makes sure it finishes: if
+/// the request's future is dropped first (the client hung up and the server
+/// dropped the request), the rest moves to a task of its own, so the handler
+/// is not cancelled halfway and its id is settled.
+///
+/// Cheaper than spawning every request's processing and awaiting it: no
+/// task to schedule and wake, unless the request is dropped. A panic
+/// outside the handler (in the idempotency store, say) is caught and
+/// answered 500; the handler's own panics are caught by [`Job::run`].
+struct Finish<F: Future<Output = Result<Accepted, Rejection>> + Send + 'static> {
+    /// Boxed, so that it can move to a task without being moved in memory.
+    task: Option<Pin<Box<F>>>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl<F: Future<Output = Result<Accepted, Rejection>> + Send + 'static> Finish<F> {
+    fn new(task: F, runtime: tokio::runtime::Handle) -> Self {
+        Self {
+            task: Some(Box::pin(task)),
+            runtime,
+        }
+    }
+}
+
+impl<F: Future<Output = Result<Accepted, Rejection>> + Send + 'static> Future for Finish<F> {
+    type Output = Result<Accepted, Rejection>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(task) = self.task.as_mut() else {
+            return Poll::Ready(Err(Rejection::Internal(
+                "the processing task was polled after it finished",
+            )));
+        };
+        match std::panic::catch_unwind(AssertUnwindSafe(|| task.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(result)) => {
+                self.task = None;
+                Poll::Ready(result)
+            }
+            Err(_) => {
+                // Dropping a future that panicked may panic again.
+                let task = self.task.take();
+                let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(task)));
+                Poll::Ready(Err(Rejection::Internal("the processing task panicked")))
+            }
+        }
+    }
+}
+
+impl<F: Future<Output = Result<Accepted, Rejection>> + Send + 'static> Drop for Finish<F> {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            // Dropped before it finished: let it finish on its own. (If the
+            // runtime is shutting down, the task is dropped with it, as any
+            // task is.)
+            self.runtime.spawn(async move {
+                let _ = task.await;
+            });
         }
     }
 }
