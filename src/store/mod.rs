@@ -11,6 +11,14 @@
 #[cfg_attr(docsrs, doc(cfg(feature = "test-support")))]
 pub mod conformance;
 mod memory;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub mod sqlite;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,6 +32,10 @@ use crate::endpoint::Endpoint;
 use crate::event::{EventType, MessageId};
 
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresStore;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStore;
 
 /// An event as published: its payload is stored once, whatever the number
 /// of endpoints.
