@@ -620,7 +620,7 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
         };
         let inserted = self.inner.store.insert_event(event, deliveries).await?;
         if matches!(inserted, Inserted::New(ref ids) if !ids.is_empty()) {
-            self.inner.wake.notify_waiters();
+            self.inner.wake.notify_one();
         }
         Ok(match inserted {
             Inserted::New(ids) | Inserted::Duplicate(ids) => ids,
@@ -973,7 +973,7 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
             None => self.release_slot(endpoint.id()),
         }
         if any_retry {
-            self.inner.wake.notify_waiters();
+            self.inner.wake.notify_one();
         }
         first_error.map_or(Ok(()), Err)
     }

@@ -180,48 +180,64 @@ async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Inserts deliveries of the event stored as `event_seq`, in one statement.
+/// Deliveries as the columns of an `UNNEST` insert.
+#[derive(Default)]
+struct DeliveryColumns {
+    ids: Vec<String>,
+    endpoints: Vec<String>,
+    states: Vec<&'static str>,
+    due: Vec<Option<i64>>,
+    claims: Vec<i64>,
+    created: Vec<i64>,
+    finished: Vec<Option<i64>>,
+    data: Vec<String>,
+}
+
+impl DeliveryColumns {
+    fn of(deliveries: &[Delivery]) -> Result<Self, StoreError> {
+        let mut columns = Self::default();
+        for delivery in deliveries {
+            columns.ids.push(delivery.id().as_str().to_owned());
+            columns
+                .endpoints
+                .push(delivery.endpoint_id().as_str().to_owned());
+            columns.states.push(delivery.state().kind().as_str());
+            columns.due.push(delivery.next_attempt_at().map(nanos));
+            columns.claims.push(claims(delivery));
+            columns.created.push(nanos(delivery.created_at()));
+            columns.finished.push(finished_at(delivery).map(nanos));
+            columns.data.push(to_json(delivery, "delivery")?);
+        }
+        Ok(columns)
+    }
+}
+
+/// Inserts deliveries of stored events (`event_seqs`, one per delivery) in
+/// one statement.
 async fn insert_deliveries_of(
     tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
-    deliveries: &[&Delivery],
+    deliveries: &[Delivery],
     event_seqs: &[i64],
 ) -> Result<(), StoreError> {
     if deliveries.is_empty() {
         return Ok(());
     }
-    let mut ids = Vec::with_capacity(deliveries.len());
-    let mut endpoints = Vec::with_capacity(deliveries.len());
-    let mut states = Vec::with_capacity(deliveries.len());
-    let mut due = Vec::with_capacity(deliveries.len());
-    let mut claim_counts = Vec::with_capacity(deliveries.len());
-    let mut created = Vec::with_capacity(deliveries.len());
-    let mut finished = Vec::with_capacity(deliveries.len());
-    let mut data = Vec::with_capacity(deliveries.len());
-    for delivery in deliveries {
-        ids.push(delivery.id().as_str().to_owned());
-        endpoints.push(delivery.endpoint_id().as_str().to_owned());
-        states.push(delivery.state().kind().as_str());
-        due.push(delivery.next_attempt_at().map(nanos));
-        claim_counts.push(claims(delivery));
-        created.push(nanos(delivery.created_at()));
-        finished.push(finished_at(delivery).map(nanos));
-        data.push(to_json(delivery, "delivery")?);
-    }
+    let columns = DeliveryColumns::of(deliveries)?;
     sqlx::query(
         "INSERT INTO hookway_deliveries
             (id, event_seq, endpoint_id, state, due_at, claims, created_at, finished_at, data)
          SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[],
                               $6::bigint[], $7::bigint[], $8::bigint[], $9::text[])",
     )
-    .bind(&ids)
+    .bind(&columns.ids)
     .bind(event_seqs)
-    .bind(&endpoints)
-    .bind(&states)
-    .bind(&due)
-    .bind(&claim_counts)
-    .bind(&created)
-    .bind(&finished)
-    .bind(&data)
+    .bind(&columns.endpoints)
+    .bind(&columns.states)
+    .bind(&columns.due)
+    .bind(&columns.claims)
+    .bind(&columns.created)
+    .bind(&columns.finished)
+    .bind(&columns.data)
     .execute(&mut **tx)
     .await
     .map_err(backend)?;
@@ -290,13 +306,45 @@ impl Store for PostgresStore {
     }
 
     async fn endpoints(&self) -> Result<Vec<Arc<Endpoint>>, StoreError> {
+        // Read on every publish: the small columns first, and the records
+        // only of endpoints this process has not built at their revision.
         let rows = sqlx::query(
-            "SELECT id, revision, record, enabled FROM hookway_endpoints ORDER BY id COLLATE \"C\"",
+            "SELECT id, revision, enabled FROM hookway_endpoints ORDER BY id COLLATE \"C\"",
         )
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
-        rows.iter().map(|row| self.endpoint_from(row)).collect()
+        let mut found = Vec::with_capacity(rows.len());
+        let mut missing = Vec::new();
+        for (i, row) in rows.iter().enumerate() {
+            let id: String = row.try_get("id").map_err(backend)?;
+            let revision: i64 = row.try_get("revision").map_err(backend)?;
+            match self.endpoints.current(&id, revision) {
+                Some(endpoint) => found.push(Some(endpoint)),
+                None => {
+                    found.push(None);
+                    missing.push((i, id));
+                }
+            }
+        }
+        if !missing.is_empty() {
+            let ids: Vec<&str> = missing.iter().map(|(_, id)| id.as_str()).collect();
+            let rows = sqlx::query(
+                "SELECT id, revision, record, enabled FROM hookway_endpoints WHERE id = ANY($1)",
+            )
+            .bind(&ids)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+            for row in &rows {
+                let endpoint = self.endpoint_from(row)?;
+                if let Some((i, _)) = missing.iter().find(|(_, id)| id == endpoint.id().as_str()) {
+                    found[*i] = Some(endpoint);
+                }
+            }
+        }
+        // An endpoint deleted between the two reads is left out.
+        Ok(found.into_iter().flatten().collect())
     }
 
     async fn insert_event(
@@ -305,43 +353,62 @@ impl Store for PostgresStore {
         deliveries: Vec<Delivery>,
     ) -> Result<Inserted, StoreError> {
         let channels = to_json(&event.channels, "channels")?;
-        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let columns = DeliveryColumns::of(&deliveries)?;
+        // The event and its deliveries in one statement: one round trip,
+        // atomic without a transaction, and nothing if the id exists.
         let seq: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO hookway_events (id, event_type, channels, payload, created_at)
-             VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (id) DO NOTHING
-             RETURNING seq",
+            "WITH event AS (
+                INSERT INTO hookway_events (id, event_type, channels, payload, created_at)
+                VALUES ($1, $2, $3, $4, $5)
+                ON CONFLICT (id) DO NOTHING
+                RETURNING seq
+             ), deliveries AS (
+                INSERT INTO hookway_deliveries
+                    (id, event_seq, endpoint_id, state, due_at, claims, created_at,
+                     finished_at, data)
+                SELECT u.id, event.seq, u.endpoint_id, u.state, u.due_at, u.claims,
+                       u.created_at, u.finished_at, u.data
+                FROM event, UNNEST($6::text[], $7::text[], $8::text[], $9::bigint[],
+                                   $10::bigint[], $11::bigint[], $12::bigint[], $13::text[])
+                     AS u(id, endpoint_id, state, due_at, claims, created_at, finished_at, data)
+             )
+             SELECT seq FROM event",
         )
         .bind(event.id.as_str())
         .bind(event.event_type.as_str())
         .bind(channels)
         .bind(event.payload.as_ref())
         .bind(nanos(event.created_at))
-        .fetch_optional(&mut *tx)
+        .bind(&columns.ids)
+        .bind(&columns.endpoints)
+        .bind(&columns.states)
+        .bind(&columns.due)
+        .bind(&columns.claims)
+        .bind(&columns.created)
+        .bind(&columns.finished)
+        .bind(&columns.data)
+        .fetch_optional(&self.pool)
         .await
         .map_err(backend)?;
-        let Some(seq) = seq else {
-            let ids: Vec<String> = sqlx::query_scalar(
-                "SELECT d.id FROM hookway_deliveries d
-                 JOIN hookway_events e ON e.seq = d.event_seq
-                 WHERE e.id = $1 ORDER BY d.seq",
-            )
-            .bind(event.id.as_str())
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(backend)?;
-            let ids = ids
-                .into_iter()
-                .map(|id| DeliveryId::new(id).map_err(|e| corrupt("delivery id", e)))
-                .collect::<Result<_, _>>()?;
-            return Ok(Inserted::Duplicate(ids));
-        };
-        let all: Vec<&Delivery> = deliveries.iter().collect();
-        insert_deliveries_of(&mut tx, &all, &vec![seq; all.len()]).await?;
-        tx.commit().await.map_err(backend)?;
-        Ok(Inserted::New(
-            deliveries.iter().map(|d| d.id().clone()).collect(),
-        ))
+        if seq.is_some() {
+            return Ok(Inserted::New(
+                deliveries.iter().map(|d| d.id().clone()).collect(),
+            ));
+        }
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT d.id FROM hookway_deliveries d
+             JOIN hookway_events e ON e.seq = d.event_seq
+             WHERE e.id = $1 ORDER BY d.seq",
+        )
+        .bind(event.id.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        let ids = ids
+            .into_iter()
+            .map(|id| DeliveryId::new(id).map_err(|e| corrupt("delivery id", e)))
+            .collect::<Result<_, _>>()?;
+        Ok(Inserted::Duplicate(ids))
     }
 
     async fn event(&self, id: &MessageId) -> Result<Option<StoredEvent>, StoreError> {
@@ -589,8 +656,7 @@ impl Store for PostgresStore {
             };
             seqs.push(seq);
         }
-        let all: Vec<&Delivery> = deliveries.iter().collect();
-        insert_deliveries_of(&mut tx, &all, &seqs).await?;
+        insert_deliveries_of(&mut tx, &deliveries, &seqs).await?;
         tx.commit().await.map_err(backend)?;
         Ok(())
     }

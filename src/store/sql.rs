@@ -102,6 +102,14 @@ impl EndpointCache {
         Ok(endpoint)
     }
 
+    /// The cached endpoint, if it is built from `revision`.
+    pub(super) fn current(&self, id: &str, revision: i64) -> Option<Arc<Endpoint>> {
+        self.lock()
+            .get(id)
+            .filter(|(cached, _)| *cached == revision)
+            .map(|(_, endpoint)| Arc::clone(endpoint))
+    }
+
     /// Forgets an endpoint this process changed.
     pub(super) fn forget(&self, id: &EndpointId) {
         self.lock().remove(id);
