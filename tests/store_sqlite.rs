@@ -156,3 +156,95 @@ async fn a_database_from_a_newer_release_is_refused() {
     let error = SqliteStore::open(&db.0).await.unwrap_err();
     assert!(error.to_string().contains("newer"), "{error}");
 }
+
+/// The engine's workers over SQLite: attempt results go through the grouped
+/// writer (`Store::save_all`), retries included, and every attempt is
+/// logged.
+#[cfg(feature = "outbox")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_deliver_through_grouped_saves() {
+    use hookway::delivery::DeliveryState;
+    use hookway::outbox::{Outbox, OutboxConfig};
+    use hookway::retry::RetryPolicy;
+    use hookway::testing::{Reply, ScriptedDispatcher};
+    use std::time::Duration;
+
+    let db = TempDb::new();
+    let store = SqliteStore::open(&db.0).await.unwrap();
+    // The first ten requests fail with 503; everything after succeeds.
+    let mut dispatcher = ScriptedDispatcher::new();
+    for _ in 0..10 {
+        dispatcher = dispatcher.reply(Reply::status(503));
+    }
+    let outbox = Outbox::with_config(
+        store.clone(),
+        dispatcher,
+        OutboxConfig::default(),
+        hookway::clock::SystemClock,
+    );
+    outbox
+        .add_endpoint(
+            Endpoint::builder(
+                EndpointId::from_static("ep_a"),
+                "https://receiver.example.com/hooks",
+                Scheme::standard(),
+                Secret::generate(),
+            )
+            .retry_policy(
+                RetryPolicy::fixed([Duration::from_millis(10); 3])
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let workers = outbox.start(3);
+    let mut ids = Vec::new();
+    for n in 0..60 {
+        let id = MessageId::new(format!("msg_{n}")).unwrap();
+        ids.extend(
+            outbox
+                .publish(id, EventType::from_static("ticket.created"), &n, &[])
+                .await
+                .unwrap(),
+        );
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let delivered = store
+            .deliveries(&DeliveryQuery {
+                state: Some(StateKind::Delivered),
+                ..DeliveryQuery::default()
+            })
+            .await
+            .unwrap()
+            .len();
+        if delivered == ids.len() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {delivered} of {} delivered",
+            ids.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    workers.shutdown(Duration::from_secs(5)).await;
+    let mut attempts = 0;
+    for id in &ids {
+        let delivery = store.delivery(id).await.unwrap().unwrap();
+        assert!(matches!(delivery.state(), DeliveryState::Delivered { .. }));
+        let log = store.attempts(id).await.unwrap();
+        assert_eq!(
+            log.len() as u32,
+            delivery.attempts(),
+            "{id}: log and count differ"
+        );
+        assert_eq!(log.last().and_then(|a| a.status()), Some(200));
+        attempts += log.len();
+    }
+    assert_eq!(attempts, ids.len() + 10, "one extra attempt per 503");
+    assert_eq!(outbox.dispatcher().requests().len(), attempts);
+}

@@ -41,7 +41,7 @@ use time::OffsetDateTime;
 use super::sql::{
     backend, claims, corrupt, finished_at, from_json, from_nanos, nanos, to_json, EndpointCache,
 };
-use super::{Claimed, DeliveryQuery, Inserted, Prune, Store, StoreError, StoredEvent};
+use super::{Claimed, DeliveryQuery, Inserted, Prune, Save, Store, StoreError, StoredEvent};
 use crate::delivery::{Attempt, Delivery, DeliveryId, EndpointId, StateKind};
 use crate::endpoint::Endpoint;
 use crate::event::{EventType, MessageId};
@@ -245,6 +245,8 @@ async fn insert_deliveries_of(
 }
 
 impl Store for PostgresStore {
+    const GROUPS_SAVES: bool = true;
+
     async fn put_endpoint(&self, endpoint: Endpoint) -> Result<(), StoreError> {
         let record = to_json(&endpoint.to_record(), "endpoint record")?;
         sqlx::query(
@@ -537,48 +539,111 @@ impl Store for PostgresStore {
         expected_state: StateKind,
         attempt: Option<Attempt>,
     ) -> Result<(), StoreError> {
-        let attempt = attempt.map(|a| to_json(&a, "attempt")).transpose()?;
-        // The update and the attempt log row in one statement.
-        let seq: Option<i64> = sqlx::query_scalar(
-            "WITH updated AS (
-                UPDATE hookway_deliveries
-                SET state = $1, due_at = $2, claims = $3, finished_at = $4, data = $5
-                WHERE id = $6 AND claims = $7 AND state = $8
-                RETURNING seq
+        let save = Save::new(delivery, expected_claims, expected_state, attempt);
+        let mut results = self.save_all(vec![save]).await?;
+        results
+            .pop()
+            .unwrap_or_else(|| Err(corrupt("save", "no result for the save")))
+    }
+
+    async fn save_all(&self, saves: Vec<Save>) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        if saves.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = saves.len();
+        let mut ids = Vec::with_capacity(n);
+        let mut states = Vec::with_capacity(n);
+        let mut due = Vec::with_capacity(n);
+        let mut counts = Vec::with_capacity(n);
+        let mut finished = Vec::with_capacity(n);
+        let mut data = Vec::with_capacity(n);
+        let mut expected_claims = Vec::with_capacity(n);
+        let mut expected_states = Vec::with_capacity(n);
+        let mut attempts = Vec::with_capacity(n);
+        for save in &saves {
+            let delivery = &save.delivery;
+            ids.push(delivery.id().as_str().to_owned());
+            states.push(delivery.state().kind().as_str());
+            due.push(delivery.next_attempt_at().map(nanos));
+            counts.push(claims(delivery));
+            finished.push(finished_at(delivery).map(nanos));
+            data.push(to_json(delivery, "delivery")?);
+            expected_claims.push(i64::try_from(save.expected_claims).unwrap_or(i64::MAX));
+            expected_states.push(save.expected_state.as_str());
+            attempts.push(
+                save.attempt
+                    .as_ref()
+                    .map(|a| to_json(a, "attempt"))
+                    .transpose()?,
+            );
+        }
+        // Every update, with its attempt log row, in one statement.
+        let saved: Vec<String> = sqlx::query_scalar(
+            "WITH input AS (
+                SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[],
+                                     $5::bigint[], $6::text[], $7::bigint[], $8::text[],
+                                     $9::text[])
+                    AS i(id, state, due_at, claims, finished_at, data, expected_claims,
+                         expected_state, attempt)
+             ), updated AS (
+                UPDATE hookway_deliveries d
+                SET state = i.state, due_at = i.due_at, claims = i.claims,
+                    finished_at = i.finished_at, data = i.data
+                FROM input i
+                WHERE d.id = i.id AND d.claims = i.expected_claims AND d.state = i.expected_state
+                RETURNING d.seq, d.id
              ), logged AS (
                 INSERT INTO hookway_attempts (delivery_seq, ordinal, data)
                 SELECT u.seq,
                        (SELECT count(*) FROM hookway_attempts a WHERE a.delivery_seq = u.seq),
-                       $9
-                FROM updated u WHERE $9::text IS NOT NULL
+                       i.attempt
+                FROM updated u JOIN input i ON i.id = u.id
+                WHERE i.attempt IS NOT NULL
              )
-             SELECT seq FROM updated",
+             SELECT id FROM updated",
         )
-        .bind(delivery.state().kind().as_str())
-        .bind(delivery.next_attempt_at().map(nanos))
-        .bind(claims(&delivery))
-        .bind(finished_at(&delivery).map(nanos))
-        .bind(to_json(&delivery, "delivery")?)
-        .bind(delivery.id().as_str())
-        .bind(i64::try_from(expected_claims).unwrap_or(i64::MAX))
-        .bind(expected_state.as_str())
-        .bind(attempt)
-        .fetch_optional(&self.pool)
+        .bind(&ids)
+        .bind(&states)
+        .bind(&due)
+        .bind(&counts)
+        .bind(&finished)
+        .bind(&data)
+        .bind(&expected_claims)
+        .bind(&expected_states)
+        .bind(&attempts)
+        .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
-        if seq.is_some() {
-            return Ok(());
-        }
-        let exists: Option<i64> =
-            sqlx::query_scalar("SELECT seq FROM hookway_deliveries WHERE id = $1")
-                .bind(delivery.id().as_str())
-                .fetch_optional(&self.pool)
+        let saved: std::collections::HashSet<String> = saved.into_iter().collect();
+        let missed: Vec<&str> = ids
+            .iter()
+            .filter(|id| !saved.contains(*id))
+            .map(String::as_str)
+            .collect();
+        let existing: std::collections::HashSet<String> = if missed.is_empty() {
+            std::collections::HashSet::new()
+        } else {
+            sqlx::query_scalar("SELECT id FROM hookway_deliveries WHERE id = ANY($1)")
+                .bind(&missed)
+                .fetch_all(&self.pool)
                 .await
-                .map_err(backend)?;
-        Err(match exists {
-            Some(_) => StoreError::Conflict(delivery.id().clone()),
-            None => StoreError::NotFound(format!("delivery {}", delivery.id())),
-        })
+                .map_err(backend)?
+                .into_iter()
+                .collect()
+        };
+        Ok(saves
+            .iter()
+            .map(|save| {
+                let id = save.delivery.id();
+                if saved.contains(id.as_str()) {
+                    Ok(())
+                } else if existing.contains(id.as_str()) {
+                    Err(StoreError::Conflict(id.clone()))
+                } else {
+                    Err(StoreError::NotFound(format!("delivery {id}")))
+                }
+            })
+            .collect())
     }
 
     async fn delivery(&self, id: &DeliveryId) -> Result<Option<Delivery>, StoreError> {

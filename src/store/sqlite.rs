@@ -51,7 +51,7 @@ use time::OffsetDateTime;
 use super::sql::{
     backend, claims, corrupt, finished_at, from_json, from_nanos, nanos, to_json, EndpointCache,
 };
-use super::{Claimed, DeliveryQuery, Inserted, Prune, Store, StoreError, StoredEvent};
+use super::{Claimed, DeliveryQuery, Inserted, Prune, Save, Store, StoreError, StoredEvent};
 use crate::delivery::{Attempt, Delivery, DeliveryId, EndpointId, StateKind};
 use crate::endpoint::Endpoint;
 use crate::event::{EventType, MessageId};
@@ -243,6 +243,62 @@ async fn update_delivery(
     Ok(())
 }
 
+/// One [`Save`] inside a write transaction: `Err` if the database failed,
+/// `Ok(Err)` if the delivery changed or does not exist.
+async fn save_in(
+    tx: &mut Transaction<'static, Sqlite>,
+    save: &Save,
+) -> Result<Result<(), StoreError>, StoreError> {
+    let delivery = &save.delivery;
+    let attempt = save
+        .attempt
+        .as_ref()
+        .map(|a| to_json(a, "attempt"))
+        .transpose()?;
+    let seq: Option<i64> = sqlx::query_scalar(
+        "UPDATE hookway_deliveries
+         SET state = ?, due_at = ?, claims = ?, finished_at = ?, data = ?
+         WHERE id = ? AND claims = ? AND state = ?
+         RETURNING seq",
+    )
+    .bind(delivery.state().kind().as_str())
+    .bind(delivery.next_attempt_at().map(nanos))
+    .bind(claims(delivery))
+    .bind(finished_at(delivery).map(nanos))
+    .bind(to_json(delivery, "delivery")?)
+    .bind(delivery.id().as_str())
+    .bind(i64::try_from(save.expected_claims).unwrap_or(i64::MAX))
+    .bind(save.expected_state.as_str())
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(backend)?;
+    let Some(seq) = seq else {
+        let exists: Option<i64> =
+            sqlx::query_scalar("SELECT seq FROM hookway_deliveries WHERE id = ?")
+                .bind(delivery.id().as_str())
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(backend)?;
+        return Ok(Err(match exists {
+            Some(_) => StoreError::Conflict(delivery.id().clone()),
+            None => StoreError::NotFound(format!("delivery {}", delivery.id())),
+        }));
+    };
+    if let Some(attempt) = attempt {
+        sqlx::query(
+            "INSERT INTO hookway_attempts (delivery_seq, ordinal, data)
+             VALUES (?, (SELECT count(*) FROM hookway_attempts WHERE delivery_seq = ?), ?)",
+        )
+        .bind(seq)
+        .bind(seq)
+        .bind(attempt)
+        .execute(&mut **tx)
+        .await
+        .map_err(backend)?;
+    }
+    Ok(Ok(()))
+}
+
 fn event_from(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
     let id: String = row.try_get("id").map_err(backend)?;
     let event_type: String = row.try_get("event_type").map_err(backend)?;
@@ -259,6 +315,8 @@ fn event_from(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
 }
 
 impl Store for SqliteStore {
+    const GROUPS_SAVES: bool = true;
+
     async fn put_endpoint(&self, endpoint: Endpoint) -> Result<(), StoreError> {
         let record = to_json(&endpoint.to_record(), "endpoint record")?;
         let mut tx = self.write().await?;
@@ -489,52 +547,22 @@ impl Store for SqliteStore {
         expected_state: StateKind,
         attempt: Option<Attempt>,
     ) -> Result<(), StoreError> {
-        let attempt = attempt.map(|a| to_json(&a, "attempt")).transpose()?;
-        let data = to_json(&delivery, "delivery")?;
+        let save = Save::new(delivery, expected_claims, expected_state, attempt);
         let mut tx = self.write().await?;
-        let seq: Option<i64> = sqlx::query_scalar(
-            "UPDATE hookway_deliveries
-             SET state = ?, due_at = ?, claims = ?, finished_at = ?, data = ?
-             WHERE id = ? AND claims = ? AND state = ?
-             RETURNING seq",
-        )
-        .bind(delivery.state().kind().as_str())
-        .bind(delivery.next_attempt_at().map(nanos))
-        .bind(claims(&delivery))
-        .bind(finished_at(&delivery).map(nanos))
-        .bind(data)
-        .bind(delivery.id().as_str())
-        .bind(i64::try_from(expected_claims).unwrap_or(i64::MAX))
-        .bind(expected_state.as_str())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(backend)?;
-        let Some(seq) = seq else {
-            let exists: Option<i64> =
-                sqlx::query_scalar("SELECT seq FROM hookway_deliveries WHERE id = ?")
-                    .bind(delivery.id().as_str())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(backend)?;
-            return Err(match exists {
-                Some(_) => StoreError::Conflict(delivery.id().clone()),
-                None => StoreError::NotFound(format!("delivery {}", delivery.id())),
-            });
-        };
-        if let Some(attempt) = attempt {
-            sqlx::query(
-                "INSERT INTO hookway_attempts (delivery_seq, ordinal, data)
-                 VALUES (?, (SELECT count(*) FROM hookway_attempts WHERE delivery_seq = ?), ?)",
-            )
-            .bind(seq)
-            .bind(seq)
-            .bind(attempt)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+        let result = save_in(&mut tx, &save).await?;
+        tx.commit().await.map_err(backend)?;
+        result
+    }
+
+    async fn save_all(&self, saves: Vec<Save>) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        // One transaction, so one commit, for the lot.
+        let mut tx = self.write().await?;
+        let mut results = Vec::with_capacity(saves.len());
+        for save in &saves {
+            results.push(save_in(&mut tx, save).await?);
         }
         tx.commit().await.map_err(backend)?;
-        Ok(())
+        Ok(results)
     }
 
     async fn delivery(&self, id: &DeliveryId) -> Result<Option<Delivery>, StoreError> {
