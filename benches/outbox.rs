@@ -42,8 +42,7 @@
 mod receiver;
 
 use std::collections::HashMap;
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -172,53 +171,6 @@ fn payload<'a>(i: u64, filler: &'a str) -> Payload<'a> {
 // The receiver process
 // ---------------------------------------------------------------------------
 
-struct ReceiverProcess {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    port: u16,
-}
-
-impl ReceiverProcess {
-    fn spawn() -> Self {
-        let exe = std::env::current_exe().expect("own executable");
-        let mut child = Command::new(exe)
-            .env(receiver::ROLE_ENV, "receiver")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the receiver process");
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().expect("receiver stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the receiver's port");
-        let port = line
-            .trim()
-            .strip_prefix("listening ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected receiver output {line:?}"));
-        Self { child, stdin, port }
-    }
-}
-
-impl Drop for ReceiverProcess {
-    fn drop(&mut self) {
-        // Closing its stdin makes it exit; kill it if it has not within 2 s.
-        drop(self.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Talks to the receiver's control paths.
 #[derive(Clone)]
 struct Control {
@@ -290,23 +242,6 @@ fn median(values: &[f64]) -> f64 {
     quantile(&v, 0.5)
 }
 
-/// CPU time (user + system) a process has used, from `/proc/<pid>/stat`, in
-/// seconds (clock ticks of 10 ms).
-fn cpu_seconds(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The command name may hold spaces: fields are counted after its ')'.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after ')'.
-    (ticks(11) + ticks(12)) as f64 / 100.0
-}
-
 /// CPU time of this process and of the receiver, to split a round's cost.
 #[derive(Clone, Copy)]
 struct CpuMark {
@@ -317,8 +252,8 @@ struct CpuMark {
 impl CpuMark {
     fn now(receiver_pid: u32) -> Self {
         Self {
-            sender: cpu_seconds("self"),
-            receiver: cpu_seconds(&receiver_pid.to_string()),
+            sender: receiver::cpu_seconds("self"),
+            receiver: receiver::cpu_seconds(&receiver_pid.to_string()),
         }
     }
 }
@@ -1132,7 +1067,7 @@ fn main() {
         .runs("memory")
         .then(|| hold_limit(config.hold_limit_count, config.payload));
 
-    let receiver = ReceiverProcess::spawn();
+    let receiver = receiver::Process::spawn();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.threads)
         .enable_all()

@@ -325,8 +325,9 @@ id_type! {
     /// A validated delivery id: 1 to 128 characters of `A-Z a-z 0-9 _ - . :`.
     ///
     /// Generated ids look like `dlv_01JGK6Q4Z8…`: the same time-ordered scheme
-    /// as [`MessageId::generate_at`] (a 48-bit millisecond timestamp and 80
-    /// random bits, Crockford base32), so they sort by creation time. The
+    /// as [`MessageId::generate_at`] (a millisecond timestamp, a process-wide
+    /// sequence number and random bits, Crockford base32), so they sort by
+    /// creation time. The
     /// character set is narrow on purpose: the id travels in a request header
     /// (`X-Relay-Delivery`), in operations URLs and in log lines, and must
     /// need no escaping in any of them.

@@ -6,6 +6,12 @@
 //! Every attempt is signed afresh with its own timestamp, so a retry hours
 //! later still passes a receiver's five-minute tolerance; the message id
 //! stays the same.
+//!
+//! [`Endpoint::to_record`] and [`Endpoint::from_record`] turn an endpoint
+//! into an [`EndpointRecord`] and back: versioned, serialisable data for a
+//! store, which holds the endpoint's keys and credentials.
+
+mod record;
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -25,8 +31,10 @@ use crate::error::{KeyError, SignError};
 use crate::event::{EventFilter, EventType, MessageId};
 use crate::retry::{Classifier, RetryPolicy};
 use crate::scheme::Scheme;
-use crate::secret::Keyring;
+use crate::secret::{Keyring, SecretError};
 use crate::sign::Signer;
+
+pub use self::record::{EndpointRecord, EndpointRecordError};
 
 /// The default per-attempt timeout: 30 seconds, as the provider documents
 /// hookway follows use.
@@ -51,7 +59,8 @@ const RESERVED: &[HeaderName] = &[
 ];
 
 /// A credential string (password, API key, token, client secret): redacted
-/// in `Debug` and `Display`, wiped on drop.
+/// in `Debug` and `Display`, wiped on drop, and serialised only as part of
+/// an [`EndpointRecord`].
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credential(Zeroizing<String>);
 
@@ -112,6 +121,8 @@ impl fmt::Display for Credential {
 ///   [`from_pem`](Self::from_pem) (a file read, a `String`) are the
 ///   caller's to wipe; passing a `Vec<u8>` moves it in without a copy.
 /// - **Redacted.** `Debug` shows only the [`id`](Self::id).
+/// - **Not serialisable on its own.** The PEM bytes are serialised only as
+///   part of an [`EndpointRecord`].
 /// - **Cheap to clone.** Clones share the buffer (an [`Arc`]), so putting
 ///   one into every request costs a reference count.
 /// - **A stable id.** [`id`](Self::id) is the SHA-256 of the PEM bytes, in
@@ -264,6 +275,19 @@ pub enum EndpointError {
     /// A limit of zero.
     #[error("{0} must be greater than zero")]
     Zero(&'static str),
+    /// A key of an [`EndpointRecord`] cannot be restored: its material is
+    /// not valid base64, or not a valid key of its type.
+    #[error("key {index} of the endpoint record is invalid: {source}")]
+    InvalidKey {
+        /// The key's position in the record's `keys`, from 0.
+        index: usize,
+        /// What is wrong with it.
+        #[source]
+        source: SecretError,
+    },
+    /// The client identity of an [`EndpointRecord`] is not valid base64.
+    #[error("the endpoint record's client identity is not valid base64")]
+    InvalidClientIdentity,
 }
 
 /// A destination for webhooks.

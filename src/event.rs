@@ -79,10 +79,11 @@ impl MessageId {
         Ok(Self(std::sync::Arc::from(id)))
     }
 
-    /// A fresh, unique id: `msg_` followed by 26 characters (a 48-bit
-    /// millisecond timestamp and 80 random bits, Crockford base32, so ids
-    /// sort by creation time; within one millisecond, ids made by one
-    /// process sort in the order they were made).
+    /// A fresh, unique id: `msg_` followed by 26 characters (Crockford
+    /// base32 of a 48-bit millisecond timestamp, a 32-bit process-wide
+    /// sequence number and 48 random bits), so ids sort by creation time;
+    /// within one millisecond, ids made by one process sort in the order
+    /// they were made.
     pub fn generate() -> Self {
         Self::generate_at(SystemClock.now())
     }
@@ -90,24 +91,19 @@ impl MessageId {
     /// Like [`generate`](Self::generate), with the time part taken from `now`.
     pub fn generate_at(now: OffsetDateTime) -> Self {
         let millis = (now.unix_timestamp_nanos() / 1_000_000).clamp(0, (1 << 48) - 1) as u128;
-        let mut random = [0u8; 10];
+        // Below the time: a process-wide sequence number (32 bits), then 48
+        // random bits. Ids made in the same millisecond by one process sort
+        // in the order they were made, even when callers pass different
+        // clocks (a test's fixed time beside the wall clock), which a
+        // "last id + 1" rule would not ensure.
+        static SEQUENCE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let sequence = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut random = [0u8; 6];
         crate::random::fill(&mut random);
-        let mut value = millis << 80;
+        let mut value = (millis << 80) | (u128::from(sequence) << 48);
         for (i, byte) in random.iter().enumerate() {
-            value |= u128::from(*byte) << (8 * (9 - i));
+            value |= u128::from(*byte) << (8 * (5 - i));
         }
-        // Monotonic within the process (as ULIDs are): an id made in the
-        // same millisecond as the previous one sorts after it, so ids keep
-        // creation order.
-        static LAST: std::sync::Mutex<u128> = std::sync::Mutex::new(0);
-        let mut last = LAST
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if value >> 80 == *last >> 80 && value <= *last {
-            value = last.wrapping_add(1);
-        }
-        *last = value;
-        drop(last);
         const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
         let mut out = String::with_capacity(30);
         out.push_str("msg_");

@@ -21,7 +21,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::Serialize;
 use time::OffsetDateTime;
-use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::clock::{Clock, SystemClock};
@@ -37,7 +37,7 @@ use crate::error::SignError;
 use crate::event::{Event, EventType, MessageId};
 use crate::oauth::{ClientCredentials, TokenCache, TokenError};
 use crate::retry::{FailureCause, Outcome, SplitMix64};
-use crate::store::{Claimed, DeliveryQuery, Inserted, Prune, Store, StoreError, StoredEvent};
+use crate::store::{Claimed, DeliveryQuery, Inserted, Prune, Save, Store, StoreError, StoredEvent};
 
 /// The default limit on a serialised payload: 1 MiB.
 pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
@@ -249,6 +249,29 @@ struct Unit {
     endpoint: Option<Arc<Endpoint>>,
     items: Vec<Claimed>,
     batching: Option<Batching>,
+}
+
+/// The most attempt results written in one [`Store::save_all`].
+const MAX_SAVE_BATCH: usize = 256;
+
+/// An attempt result on its way to the writer, and where its result goes.
+type SaveRequest = (Save, oneshot::Sender<Result<(), StoreError>>);
+
+/// Hands attempt results to the workers' writer task, which writes
+/// whatever has queued up in one [`Store::save_all`] (group commit).
+#[derive(Clone)]
+struct Saver(mpsc::UnboundedSender<SaveRequest>);
+
+impl Saver {
+    async fn save(&self, save: Save) -> Result<(), StoreError> {
+        let (reply, result) = oneshot::channel();
+        if self.0.send((save, reply)).is_err() {
+            return Err(StoreError::Backend("the outbox writer has stopped".into()));
+        }
+        result
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Backend("the outbox writer has stopped".into())))
+    }
 }
 
 /// How often the workers prune finished deliveries (at most).
@@ -620,7 +643,7 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
         };
         let inserted = self.inner.store.insert_event(event, deliveries).await?;
         if matches!(inserted, Inserted::New(ref ids) if !ids.is_empty()) {
-            self.inner.wake.notify_waiters();
+            self.inner.wake.notify_one();
         }
         Ok(match inserted {
             Inserted::New(ids) | Inserted::Duplicate(ids) => ids,
@@ -657,7 +680,10 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
     /// deliveries than it holds, so no claim's lease runs down while it
     /// waits for a permit (a lease that expires before the request is sent
     /// lets another worker send it too).
-    async fn claim(&self) -> Result<Option<(OwnedSemaphorePermit, Vec<Unit>)>, OutboxError> {
+    ///
+    /// Also says whether the claim took fewer deliveries than it could (so
+    /// none is due now, and claiming again at once would find nothing).
+    async fn claim(&self) -> Result<Option<(OwnedSemaphorePermit, Vec<Unit>, bool)>, OutboxError> {
         let config = &self.inner.config;
         let Ok(mut permits) = Arc::clone(&self.inner.in_flight).acquire_owned().await else {
             return Ok(None);
@@ -682,7 +708,8 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
         if claimed.is_empty() {
             return Ok(None);
         }
-        Ok(Some((permits, self.units(claimed).await?)))
+        let drained = claimed.len() < permits.num_permits();
+        Ok(Some((permits, self.units(claimed).await?, drained)))
     }
 
     /// Starts one unit's attempt on `tasks`, holding one in-flight permit
@@ -693,6 +720,7 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
         tasks: &mut JoinSet<Result<(), OutboxError>>,
         permits: &mut OwnedSemaphorePermit,
         unit: Unit,
+        saver: Option<&Saver>,
     ) {
         let permit = permits.split(1);
         let guard = AbandonGuard {
@@ -704,9 +732,10 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
                 .collect(),
         };
         let this = self.clone();
+        let saver = saver.cloned();
         tasks.spawn(async move {
             let _permit = permit;
-            let result = this.attempt(unit).await;
+            let result = this.attempt(unit, saver.as_ref()).await;
             guard.disarm();
             result
         });
@@ -716,13 +745,13 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
     /// the in-flight cap), and waits for them; returns how many were
     /// attempted.
     pub async fn run_once(&self) -> Result<usize, OutboxError> {
-        let Some((mut permits, units)) = self.claim().await? else {
+        let Some((mut permits, units, _)) = self.claim().await? else {
             return Ok(0);
         };
         let count = units.iter().map(|u| u.items.len()).sum();
         let mut tasks = JoinSet::new();
         for unit in units {
-            self.spawn_unit(&mut tasks, &mut permits, unit);
+            self.spawn_unit(&mut tasks, &mut permits, unit, None);
         }
         drop(permits);
         let mut first_error = None;
@@ -801,7 +830,7 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
 
     /// One attempt of a unit (a delivery, or a batch of one endpoint's
     /// deliveries), persisted.
-    async fn attempt(&self, unit: Unit) -> Result<(), OutboxError> {
+    async fn attempt(&self, unit: Unit, saver: Option<&Saver>) -> Result<(), OutboxError> {
         let store = &self.inner.store;
         let endpoint = match unit.endpoint {
             Some(endpoint) if endpoint.is_enabled() => endpoint,
@@ -956,10 +985,21 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
             } else {
                 (completed.attempt.clone(), Some(completed))
             };
-            if let Err(e) = store
-                .save(delivery, claim.token(), StateKind::InFlight, Some(logged))
-                .await
-            {
+            let save = Save::new(delivery, claim.token(), StateKind::InFlight, Some(logged));
+            let saved = match saver {
+                Some(saver) => saver.save(save).await,
+                None => {
+                    store
+                        .save(
+                            save.delivery,
+                            save.expected_claims,
+                            save.expected_state,
+                            save.attempt,
+                        )
+                        .await
+                }
+            };
+            if let Err(e) = saved {
                 first_error.get_or_insert(e.into());
                 continue;
             }
@@ -973,7 +1013,7 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
             None => self.release_slot(endpoint.id()),
         }
         if any_retry {
-            self.inner.wake.notify_waiters();
+            self.inner.wake.notify_one();
         }
         first_error.map_or(Ok(()), Err)
     }
@@ -1311,20 +1351,53 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
     /// than polling.
     pub fn start(&self, workers: usize) -> Workers<S, D> {
         let (control, state) = watch::channel(Phase::Running);
+        let (saver, writer) = if S::GROUPS_SAVES {
+            let (sender, receiver) = mpsc::unbounded_channel();
+            let this = self.clone();
+            let writer = tokio::spawn(async move { this.write_saves(receiver).await });
+            (Some(Saver(sender)), Some(writer))
+        } else {
+            (None, None)
+        };
         let mut tasks = JoinSet::new();
         for _ in 0..workers.max(1) {
             let this = self.clone();
             let state = state.clone();
-            tasks.spawn(async move { this.work(state).await });
+            let saver = saver.clone();
+            tasks.spawn(async move { this.work(state, saver).await });
         }
         Workers {
             outbox: self.clone(),
             control,
             tasks,
+            writer,
         }
     }
 
-    async fn work(&self, mut phase: watch::Receiver<Phase>) {
+    /// The writer task: writes the attempt results that have queued up
+    /// since its last write in one [`Store::save_all`], until every
+    /// [`Saver`] is gone.
+    async fn write_saves(&self, mut queue: mpsc::UnboundedReceiver<SaveRequest>) {
+        let mut batch = Vec::new();
+        while queue.recv_many(&mut batch, MAX_SAVE_BATCH).await > 0 {
+            let (saves, replies): (Vec<Save>, Vec<_>) = batch.drain(..).unzip();
+            match self.inner.store.save_all(saves).await {
+                Ok(results) => {
+                    for (reply, result) in replies.into_iter().zip(results) {
+                        let _ = reply.send(result);
+                    }
+                }
+                Err(error) => {
+                    let message = error.to_string();
+                    for reply in replies {
+                        let _ = reply.send(Err(StoreError::Backend(message.clone().into())));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn work(&self, mut phase: watch::Receiver<Phase>, saver: Option<Saver>) {
         let mut tasks = JoinSet::new();
         while *phase.borrow() == Phase::Running {
             while tasks.try_join_next().is_some() {}
@@ -1337,11 +1410,15 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
                 _ = phase.changed() => continue,
             };
             match claimed {
-                Ok(Some((mut permits, units))) => {
+                Ok(Some((mut permits, units, drained))) => {
                     for unit in units {
-                        self.spawn_unit(&mut tasks, &mut permits, unit);
+                        self.spawn_unit(&mut tasks, &mut permits, unit, saver.as_ref());
                     }
-                    continue;
+                    if !drained {
+                        continue;
+                    }
+                    // Nothing more is due: wait below rather than claim
+                    // again at once (a publish meanwhile wakes this worker).
                 }
                 Ok(None) => {}
                 Err(error) => {
@@ -1424,6 +1501,9 @@ pub struct Workers<S, D> {
     outbox: Outbox<S, D>,
     control: watch::Sender<Phase>,
     tasks: JoinSet<()>,
+    /// The writer of grouped saves (for stores that group them); it ends
+    /// once the workers and their attempts have.
+    writer: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl<S: Store, D: Dispatcher> Workers<S, D> {
@@ -1439,6 +1519,11 @@ impl<S: Store, D: Dispatcher> Workers<S, D> {
         if tokio::time::timeout(deadline, drain).await.is_err() {
             self.control.send_replace(Phase::Aborting);
             while self.tasks.join_next().await.is_some() {}
+        }
+        if let Some(writer) = self.writer.take() {
+            // Every sender is gone with the workers and their attempts, so
+            // it writes what is queued and ends.
+            let _ = writer.await;
         }
         self.outbox.release_abandoned().await;
     }

@@ -65,17 +65,30 @@ pub enum SecretError {
         max: usize,
     },
     /// The text after the prefix is not valid base64.
-    #[error("secret is not valid base64 (after any {prefix:?} prefix)")]
+    #[error("secret is not valid base64{}", after_prefix(prefix))]
     InvalidBase64 {
-        /// The prefix that was expected or stripped.
+        /// The prefix that was expected or stripped (empty where there is
+        /// none, as in an [`EndpointRecord`](crate::endpoint::EndpointRecord)).
         prefix: &'static str,
     },
+    /// A literal secret (the bytes of a text) whose bytes are not UTF-8
+    /// text; found only in stored key material.
+    #[error("a literal secret must be UTF-8 text")]
+    NotText,
     /// An Ed25519 key has the wrong length or is not a valid key.
     #[error("invalid Ed25519 key: {0}")]
     InvalidEd25519(&'static str),
     /// The operating system's random source failed.
     #[error("the operating system's random source failed")]
     Random,
+}
+
+fn after_prefix(prefix: &str) -> String {
+    if prefix.is_empty() {
+        String::new()
+    } else {
+        format!(" (after any {prefix:?} prefix)")
+    }
 }
 
 /// How a [`Secret`]'s key bytes were obtained; used to catch a secret handed
@@ -94,8 +107,10 @@ pub enum SecretKind {
 /// A symmetric (HMAC) secret.
 ///
 /// Key bytes are wiped from memory when the secret is dropped, and never
-/// appear in `Debug` or `Display` output. See the [module docs](self) for
-/// which constructor fits which provider.
+/// appear in `Debug` or `Display` output. A secret has no `Serialize` of its
+/// own, so it cannot slip into some other struct's JSON: it is serialised
+/// only as part of an [`EndpointRecord`](crate::endpoint::EndpointRecord).
+/// See the [module docs](self) for which constructor fits which provider.
 ///
 /// ```
 /// use hookway::Secret;
@@ -178,6 +193,20 @@ impl Secret {
         let mut bytes = Zeroizing::new([0u8; GENERATED_SECRET_LEN]);
         crate::random::fill_secure(&mut bytes[..]).map_err(|_| SecretError::Random)?;
         Self::build(&bytes[..], SecretKind::Bytes)
+    }
+
+    /// A secret from stored key bytes and their kind, with the checks of
+    /// the constructor that makes that kind: [`literal_weak`](Self::literal_weak)'s
+    /// for literal secrets (UTF-8, at least one byte), the
+    /// [`MIN_SECRET_LEN`] floor for the others.
+    pub(crate) fn restore(bytes: &[u8], kind: SecretKind) -> Result<Self, SecretError> {
+        match kind {
+            SecretKind::Literal => {
+                let text = std::str::from_utf8(bytes).map_err(|_| SecretError::NotText)?;
+                Self::literal_weak(text)
+            }
+            SecretKind::Base64 | SecretKind::Bytes => Self::build(bytes, kind),
+        }
     }
 
     fn build(bytes: &[u8], kind: SecretKind) -> Result<Self, SecretError> {
@@ -297,7 +326,13 @@ mod ed25519 {
                     prefix: Self::PREFIX,
                 },
             )?);
-            let pair: &[u8; 64] = bytes[..]
+            Self::from_keypair(&bytes)
+        }
+
+        /// A key from its 64 bytes: the seed, then the public key, which
+        /// must match the seed.
+        pub(crate) fn from_keypair(bytes: &[u8]) -> Result<Self, SecretError> {
+            let pair: &[u8; 64] = bytes
                 .try_into()
                 .map_err(|_| SecretError::InvalidEd25519("a whsk_ key must hold 64 bytes"))?;
             ed25519_dalek::SigningKey::from_keypair_bytes(pair)
@@ -350,7 +385,12 @@ mod ed25519 {
                 .map_err(|_| SecretError::InvalidBase64 {
                     prefix: Self::PREFIX,
                 })?;
-            let bytes: &[u8; 32] = bytes[..]
+            Self::from_slice(&bytes)
+        }
+
+        /// A key from its 32 bytes.
+        pub(crate) fn from_slice(bytes: &[u8]) -> Result<Self, SecretError> {
+            let bytes: &[u8; 32] = bytes
                 .try_into()
                 .map_err(|_| SecretError::InvalidEd25519("a whpk_ key must hold 32 bytes"))?;
             ed25519_dalek::VerifyingKey::from_bytes(bytes)
@@ -471,6 +511,10 @@ struct Entry {
 /// grace period ends and the new one takes over after (receivers add the new
 /// secret within the grace period); among keys without expiry, the first
 /// added. A key with an expiry stops signing and verifying at that instant.
+///
+/// Like its keys, a keyring serialises only as part of an
+/// [`EndpointRecord`](crate::endpoint::EndpointRecord), which keeps the
+/// order and each key's expiry.
 ///
 /// ```
 /// use hookway::{Keyring, Secret};

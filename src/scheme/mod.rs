@@ -28,6 +28,7 @@
 //! replays by age; de-duplicate on the message id instead.
 
 mod mac;
+mod repr;
 
 use std::time::Duration;
 
@@ -40,7 +41,12 @@ use crate::secret::{Key, Keyring, Secret, SecretError, SecretKind};
 use crate::verify::Verified;
 
 /// The hash function under the HMAC.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+///
+/// Serialises as `"sha256"` or `"sha512"`.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Algorithm {
     /// HMAC-SHA256 (32-byte signatures).
@@ -51,7 +57,12 @@ pub enum Algorithm {
 }
 
 /// How signature bytes are written in a header.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+///
+/// Serialises as `"hex"` or `"base64"`.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Encoding {
     /// Lowercase hexadecimal (either case accepted when verifying).
@@ -63,7 +74,10 @@ pub enum Encoding {
 
 /// How a scheme's issuer writes its secrets, and so which [`Secret`]
 /// constructor [`Scheme::parse_secret`] uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+///
+/// Serialises as `"base64"` or `"literal"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum SecretFormat {
     /// `whsec_<base64>`, decoded: Standard Webhooks and Svix.
@@ -170,9 +184,56 @@ impl KeySet {
 /// # let _ = raven;
 /// # Ok::<(), hookway::error::SchemeError>(())
 /// ```
-#[derive(Clone, Debug)]
+///
+/// # Equality
+///
+/// Two schemes are equal when they come from the same preset with the same
+/// parameters, or from the same builder with the same settings. A
+/// builder-made scheme never equals a preset, even one it copies exactly:
+/// its [`name`](Self::name) differs.
+///
+/// # Serialisation
+///
+/// A scheme holds no key material, so it serialises freely, as an object
+/// tagged by `"kind"`: a preset by its name (`{"kind": "github"}`; the two
+/// Convoy presets with their `algorithm` and `encoding`), a builder-made
+/// scheme with every setting of its builder. Deserialising runs the same
+/// checks as the builders, so an invalid stored scheme fails to load rather
+/// than misbehaving later. Unknown fields are refused. A preset is stored
+/// by name, so it means what the reading release's preset means: the layout
+/// its issuer documents.
+///
+/// | kind | fields (default when absent) |
+/// | --- | --- |
+/// | `standard`, `svix`, `github`, `shopify`, `stripe`, `hook0`, `slack` | none |
+/// | `convoy_simple`, `convoy_advanced` | `algorithm`, `encoding` |
+/// | `hmac_header` | `header`; `prefix` (`""`), `algorithm` (`"sha256"`), `encoding` (`"hex"`), `id_header` (none), `secret_format` (`"literal"`) |
+/// | `timestamped` | `header`; `timestamp_key` (`"t"`), `signature_key` (`"v1"`), `separator` (`"."`), `multiple_signatures` (`true`), `algorithm`, `encoding`, `id_header`, `secret_format` as above |
+/// | `separate_timestamp` | `signature_header`, `timestamp_header`; `version` (`"v0"`), `separator` (`":"`), `algorithm`, `encoding`, `id_header`, `secret_format` as above |
+///
+/// A separator is a one-character string; characters U+0000 to U+00FF stand
+/// for the bytes 0 to 255.
+///
+/// ```
+/// use hookway::{Algorithm, Encoding, Scheme};
+///
+/// let json = serde_json::to_string(&Scheme::github())?;
+/// assert_eq!(json, r#"{"kind":"github"}"#);
+///
+/// let convoy = Scheme::convoy_advanced(Algorithm::Sha512, Encoding::Base64);
+/// let json = serde_json::to_string(&convoy)?;
+/// assert_eq!(json, r#"{"kind":"convoy_advanced","algorithm":"sha512","encoding":"base64"}"#);
+///
+/// let relay: Scheme = serde_json::from_str(
+///     r#"{"kind": "hmac_header", "header": "X-Relay-Signature", "prefix": "sha256="}"#,
+/// )?;
+/// assert_eq!(relay, Scheme::hmac_header("x-relay-signature").prefix("sha256=").build()?);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Scheme {
-    name: &'static str,
+    /// The preset that made it; `None` for a builder-made scheme.
+    preset: Option<Preset>,
     kind: Kind,
     secrets: SecretFormat,
     id_header: Option<HeaderName>,
@@ -180,7 +241,37 @@ pub struct Scheme {
     secret_prefix: &'static str,
 }
 
-#[derive(Clone, Debug)]
+/// The presets, each of which is also its own serialised form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Preset {
+    Standard,
+    Svix,
+    GitHub,
+    Shopify,
+    ConvoySimple,
+    Stripe,
+    Hook0,
+    ConvoyAdvanced,
+    Slack,
+}
+
+impl Preset {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Standard => "Standard Webhooks",
+            Self::Svix => "Svix",
+            Self::GitHub => "GitHub",
+            Self::Shopify => "Shopify",
+            Self::ConvoySimple => "Convoy (simple)",
+            Self::Stripe => "Stripe",
+            Self::Hook0 => "Hook0",
+            Self::ConvoyAdvanced => "Convoy (advanced)",
+            Self::Slack => "Slack",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Kind {
     Standard {
         svix_names: bool,
@@ -224,7 +315,7 @@ impl Scheme {
     /// the `svix-*` header names, as Svix sends them.
     pub fn standard() -> Self {
         Self {
-            name: "Standard Webhooks",
+            preset: Some(Preset::Standard),
             kind: Kind::Standard { svix_names: false },
             secrets: SecretFormat::Base64,
             id_header: None,
@@ -237,7 +328,7 @@ impl Scheme {
     /// those.
     pub fn svix() -> Self {
         Self {
-            name: "Svix",
+            preset: Some(Preset::Svix),
             kind: Kind::Standard { svix_names: true },
             ..Self::standard()
         }
@@ -247,7 +338,7 @@ impl Scheme {
     /// with the delivery id in `X-GitHub-Delivery`.
     pub fn github() -> Self {
         Self::body_preset(
-            "GitHub",
+            Preset::GitHub,
             "x-hub-signature-256",
             "sha256=",
             Algorithm::Sha256,
@@ -260,7 +351,7 @@ impl Scheme {
     /// with the webhook id in `X-Shopify-Webhook-Id`.
     pub fn shopify() -> Self {
         Self::body_preset(
-            "Shopify",
+            Preset::Shopify,
             "x-shopify-hmac-sha256",
             "",
             Algorithm::Sha256,
@@ -271,7 +362,14 @@ impl Scheme {
 
     /// Convoy's "simple" signatures: `X-Convoy-Signature: <sig of the body>`.
     pub fn convoy_simple(alg: Algorithm, enc: Encoding) -> Self {
-        Self::body_preset("Convoy (simple)", "x-convoy-signature", "", alg, enc, None)
+        Self::body_preset(
+            Preset::ConvoySimple,
+            "x-convoy-signature",
+            "",
+            alg,
+            enc,
+            None,
+        )
     }
 
     /// Stripe: `Stripe-Signature: t=<unix>,v1=<hex>[,v1=<hex>…]` over
@@ -280,7 +378,7 @@ impl Scheme {
     /// bytes, prefix included.
     pub fn stripe() -> Self {
         let mut scheme = Self::stamped_preset(
-            "Stripe",
+            Preset::Stripe,
             "stripe-signature",
             "v1",
             b'.',
@@ -295,7 +393,7 @@ impl Scheme {
     /// Hook0: `X-Hook0-Signature: t=<unix>,v0=<hex>` over `{t}.{body}`.
     pub fn hook0() -> Self {
         Self::stamped_preset(
-            "Hook0",
+            Preset::Hook0,
             "x-hook0-signature",
             "v0",
             b'.',
@@ -309,7 +407,7 @@ impl Scheme {
     /// over `{t},{body}` (a comma, not a dot), one `v1` per active secret.
     pub fn convoy_advanced(alg: Algorithm, enc: Encoding) -> Self {
         Self::stamped_preset(
-            "Convoy (advanced)",
+            Preset::ConvoyAdvanced,
             "x-convoy-signature",
             "v1",
             b',',
@@ -323,7 +421,7 @@ impl Scheme {
     /// timestamp in `X-Slack-Request-Timestamp`.
     pub fn slack() -> Self {
         Self {
-            name: "Slack",
+            preset: Some(Preset::Slack),
             kind: Kind::Split {
                 sig_header: HeaderName::from_static("x-slack-signature"),
                 ts_header: HeaderName::from_static("x-slack-request-timestamp"),
@@ -339,7 +437,7 @@ impl Scheme {
     }
 
     fn body_preset(
-        name: &'static str,
+        preset: Preset,
         header: &'static str,
         prefix: &str,
         alg: Algorithm,
@@ -347,7 +445,7 @@ impl Scheme {
         id_header: Option<&'static str>,
     ) -> Self {
         Self {
-            name,
+            preset: Some(preset),
             kind: Kind::Body {
                 header: HeaderName::from_static(header),
                 prefix: prefix.into(),
@@ -361,7 +459,7 @@ impl Scheme {
     }
 
     fn stamped_preset(
-        name: &'static str,
+        preset: Preset,
         header: &'static str,
         sig_key: &str,
         sep: u8,
@@ -370,7 +468,7 @@ impl Scheme {
         multiple: bool,
     ) -> Self {
         Self {
-            name,
+            preset: Some(preset),
             kind: Kind::Stamped {
                 header: HeaderName::from_static(header),
                 ts_key: "t".into(),
@@ -445,7 +543,7 @@ impl Scheme {
     /// The scheme's name, for messages (`"Standard Webhooks"`, `"Stripe"`,
     /// `"custom"`, …).
     pub fn name(&self) -> &'static str {
-        self.name
+        self.preset.map_or("custom", Preset::name)
     }
 
     /// How this scheme's issuer writes secrets.
@@ -516,7 +614,7 @@ impl Scheme {
                 #[cfg(feature = "ed25519")]
                 _ if !matches!(self.kind, Kind::Standard { .. }) => {
                     return Err(KeyError::UnsupportedKey {
-                        scheme: self.name,
+                        scheme: self.name(),
                         key: "Ed25519",
                     })
                 }
@@ -533,12 +631,12 @@ impl Scheme {
     fn check_secret(&self, secret: &Secret) -> Result<(), KeyError> {
         match (self.secrets, secret.kind()) {
             (SecretFormat::Base64, SecretKind::Literal) => Err(KeyError::WrongSecretKind {
-                scheme: self.name,
+                scheme: self.name(),
                 expected: "a base64 secret (whsec_…) decoded with Secret::base64",
                 found: "a literal secret; use Secret::base64 or Scheme::parse_secret (or Secret::from_bytes for raw key bytes)",
             }),
             (SecretFormat::Literal, SecretKind::Base64) => Err(KeyError::WrongSecretKind {
-                scheme: self.name,
+                scheme: self.name(),
                 expected: "a literal secret (the string's own bytes)",
                 found: "a base64-decoded secret; use Secret::literal or Scheme::parse_secret",
             }),
@@ -1198,7 +1296,7 @@ impl HmacHeaderBuilder {
         let id_header = self.common.id_header?;
         distinct(&[Some(&header), id_header.as_ref()])?;
         Ok(Scheme {
-            name: "custom",
+            preset: None,
             kind: Kind::Body {
                 header,
                 prefix: self.prefix?.into(),
@@ -1270,7 +1368,7 @@ impl TimestampedBuilder {
         let id_header = self.common.id_header?;
         distinct(&[Some(&header), id_header.as_ref()])?;
         Ok(Scheme {
-            name: "custom",
+            preset: None,
             kind: Kind::Stamped {
                 header,
                 ts_key,
@@ -1323,7 +1421,7 @@ impl SplitBuilder {
         let id_header = self.common.id_header?;
         distinct(&[Some(&sig_header), Some(&ts_header), id_header.as_ref()])?;
         Ok(Scheme {
-            name: "custom",
+            preset: None,
             kind: Kind::Split {
                 sig_header,
                 ts_header,

@@ -11,6 +11,14 @@
 #[cfg_attr(docsrs, doc(cfg(feature = "test-support")))]
 pub mod conformance;
 mod memory;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub mod sqlite;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,6 +32,10 @@ use crate::endpoint::Endpoint;
 use crate::event::{EventType, MessageId};
 
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresStore;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStore;
 
 /// An event as published: its payload is stored once, whatever the number
 /// of endpoints.
@@ -82,6 +94,38 @@ impl Claimed {
             delivery,
             claim,
             payload,
+        }
+    }
+}
+
+/// One write of [`Store::save_all`]: the arguments of [`Store::save`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Save {
+    /// The delivery as it is to be stored.
+    pub delivery: Delivery,
+    /// The claim count the stored delivery must still have.
+    pub expected_claims: u64,
+    /// The state kind the stored delivery must still have.
+    pub expected_state: StateKind,
+    /// An attempt to append to its log.
+    pub attempt: Option<Attempt>,
+}
+
+impl Save {
+    /// A save of `delivery` if the stored one still has `expected_claims`
+    /// claims and is `expected_state`, appending `attempt`.
+    pub fn new(
+        delivery: Delivery,
+        expected_claims: u64,
+        expected_state: StateKind,
+        attempt: Option<Attempt>,
+    ) -> Self {
+        Self {
+            delivery,
+            expected_claims,
+            expected_state,
+            attempt,
         }
     }
 }
@@ -162,6 +206,13 @@ pub enum StoreError {
 /// (default; nothing survives a restart); SQLite and Postgres are planned
 /// behind features.
 pub trait Store: Send + Sync + 'static {
+    /// Whether the engine should group attempt results and write them
+    /// through [`save_all`](Self::save_all) (one writer task collecting
+    /// whatever has queued up), rather than save each as it comes. Worth it
+    /// where a write costs a round trip or a commit; the default, `false`,
+    /// suits a store in memory.
+    const GROUPS_SAVES: bool = false;
+
     /// Adds or replaces an endpoint.
     fn put_endpoint(
         &self,
@@ -243,6 +294,32 @@ pub trait Store: Send + Sync + 'static {
         expected_state: StateKind,
         attempt: Option<Attempt>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Several [`save`](Self::save)s at once, each with the same check, and
+    /// each with its own result (in order): a conflict on one does not stop
+    /// the others. The engine saves attempt results through this, so a
+    /// store that can write them in one transaction or statement should.
+    /// The default saves one by one.
+    fn save_all(
+        &self,
+        saves: Vec<Save>,
+    ) -> impl Future<Output = Result<Vec<Result<(), StoreError>>, StoreError>> + Send {
+        async move {
+            let mut results = Vec::with_capacity(saves.len());
+            for save in saves {
+                results.push(
+                    self.save(
+                        save.delivery,
+                        save.expected_claims,
+                        save.expected_state,
+                        save.attempt,
+                    )
+                    .await,
+                );
+            }
+            Ok(results)
+        }
+    }
 
     /// One delivery.
     fn delivery(
