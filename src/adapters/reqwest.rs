@@ -459,6 +459,12 @@ impl ReqwestDispatcherBuilder {
     /// The `User-Agent` sent when a request has none (default
     /// [`DEFAULT_USER_AGENT`]).
     ///
+    /// Requests built by [`Endpoint::request`](crate::endpoint::Endpoint::request),
+    /// and so every request the `Outbox` sends, always carry one: the
+    /// endpoint's own `User-Agent` header if it has one among its extra
+    /// headers, else `hookway/<version>`. Set it per endpoint there; this
+    /// setting applies to requests you build yourself.
+    ///
     /// A value that is not a valid header value is reported by
     /// [`build`](Self::build) as [`BuildError::InvalidUserAgent`].
     #[must_use]
