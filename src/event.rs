@@ -83,7 +83,8 @@ impl MessageId {
     /// base32 of a 48-bit millisecond timestamp, a 32-bit process-wide
     /// sequence number and 48 random bits), so ids sort by creation time;
     /// within one millisecond, ids made by one process sort in the order
-    /// they were made.
+    /// they were made (except across the sequence number's wrap, once every
+    /// 2³² ids).
     pub fn generate() -> Self {
         Self::generate_at(SystemClock.now())
     }

@@ -409,8 +409,18 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner),
         );
+        self.release_claims(abandoned).await;
+    }
+
+    /// Gives claimed deliveries back, due now and not charged an attempt
+    /// (best effort: a delivery that cannot be read or written keeps its
+    /// claim until the lease expires).
+    async fn release_claims(&self, claims: Vec<(DeliveryId, Claim)>) {
+        if claims.is_empty() {
+            return;
+        }
         let now = self.now();
-        for (id, claim) in abandoned {
+        for (id, claim) in claims {
             let Ok(Some(mut delivery)) = self.inner.store.delivery(&id).await else {
                 continue;
             };
@@ -478,7 +488,6 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
         let config = &self.inner.config;
         let mut gates = self.gates();
         let gate = gate_of(&mut gates, endpoint);
-        gate.in_flight = gate.in_flight.saturating_sub(1);
         if outcome.is_delivered() {
             gate.last_success = Some(now);
             gate.failing_since = None;
@@ -518,12 +527,6 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
             return Some(DisableReason::ConsecutiveFailures);
         }
         None
-    }
-
-    fn release_slot(&self, endpoint: &EndpointId) {
-        if let Some(gate) = self.gates().get_mut(endpoint) {
-            gate.in_flight = gate.in_flight.saturating_sub(1);
-        }
     }
 
     /// For an ordered endpoint: if an older unfinished delivery must go
@@ -596,8 +599,9 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
     ///
     /// Serialises once, creates one delivery per matching endpoint (held if
     /// the endpoint is disabled) in one atomic store step, and returns their
-    /// ids. Publishing an id again creates nothing and returns the first
-    /// publication's delivery ids.
+    /// ids. Publishing an id again creates nothing and returns the ids of
+    /// the event's deliveries in the store (see [`Inserted::Duplicate`]);
+    /// once retention has pruned the event, the id can be published anew.
     pub async fn publish<T: Serialize + ?Sized>(
         &self,
         id: MessageId,
@@ -676,18 +680,18 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
         Ok(())
     }
 
-    /// Takes in-flight permits (waiting for the first) and claims no more
-    /// deliveries than it holds, so no claim's lease runs down while it
-    /// waits for a permit (a lease that expires before the request is sent
+    /// With the first in-flight permit taken, takes what more are free and
+    /// claims no more deliveries than it holds, so no claim's lease runs
+    /// down while it waits for a permit (a lease that expires before the request is sent
     /// lets another worker send it too).
     ///
     /// Also says whether the claim took fewer deliveries than it could (so
     /// none is due now, and claiming again at once would find nothing).
-    async fn claim(&self) -> Result<Option<(OwnedSemaphorePermit, Vec<Unit>, bool)>, OutboxError> {
+    async fn claim(
+        &self,
+        mut permits: OwnedSemaphorePermit,
+    ) -> Result<Option<(OwnedSemaphorePermit, Vec<Unit>, bool)>, OutboxError> {
         let config = &self.inner.config;
-        let Ok(mut permits) = Arc::clone(&self.inner.in_flight).acquire_owned().await else {
-            return Ok(None);
-        };
         let extra = self
             .inner
             .in_flight
@@ -709,7 +713,18 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
             return Ok(None);
         }
         let drained = claimed.len() < permits.num_permits();
-        Ok(Some((permits, self.units(claimed).await?, drained)))
+        let held: Vec<(DeliveryId, Claim)> = claimed
+            .iter()
+            .map(|c| (c.delivery.id().clone(), c.claim.clone()))
+            .collect();
+        match self.units(claimed).await {
+            Ok(units) => Ok(Some((permits, units, drained))),
+            Err(error) => {
+                // Not left claimed until the lease runs out.
+                self.release_claims(held).await;
+                Err(error)
+            }
+        }
     }
 
     /// Starts one unit's attempt on `tasks`, holding one in-flight permit
@@ -745,7 +760,10 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
     /// the in-flight cap), and waits for them; returns how many were
     /// attempted.
     pub async fn run_once(&self) -> Result<usize, OutboxError> {
-        let Some((mut permits, units, _)) = self.claim().await? else {
+        let Ok(first) = Arc::clone(&self.inner.in_flight).acquire_owned().await else {
+            return Ok(0);
+        };
+        let Some((mut permits, units, _)) = self.claim(first).await? else {
             return Ok(0);
         };
         let count = units.iter().map(|u| u.items.len()).sum();
@@ -859,6 +877,12 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
         if let Err(until) = self.admit(&endpoint, now) {
             return self.defer_all(unit.items, until).await;
         }
+        // Given back however this attempt ends: finished, failed, or
+        // aborted by a shutdown.
+        let _slot = GateSlot {
+            outbox: self,
+            endpoint: endpoint.id().clone(),
+        };
         let first = &unit.items[0];
         let (delivery_id, claim_attempt) = (first.delivery.id().clone(), first.claim.attempt());
         let event_type = first.delivery.event_type().clone();
@@ -905,10 +929,7 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
             Ok(result) => result,
             // Every signing key has expired: keep the deliveries until keys
             // are fixed rather than failing them.
-            Err(_) => {
-                self.release_slot(endpoint.id());
-                return self.hold_all(unit.items).await;
-            }
+            Err(_) => return self.hold_all(unit.items).await,
         };
         let finished_at = self.now();
         let duration = (finished_at - started_at).try_into().unwrap_or_default();
@@ -1007,10 +1028,8 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
                 self.notify_completed(delivery_id, endpoint.id().clone(), attempts, completed);
             }
         }
-        match settled {
-            Some(Some(reason)) => self.disable(&endpoint, reason).await?,
-            Some(None) => {}
-            None => self.release_slot(endpoint.id()),
+        if let Some(Some(reason)) = settled {
+            self.disable(&endpoint, reason).await?;
         }
         if any_retry {
             self.inner.wake.notify_one();
@@ -1133,6 +1152,9 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
             self.defer_claimed(item.delivery, &item.claim, until)
                 .await?;
         }
+        // A worker may be asleep until a later due time (or `idle_poll`):
+        // have one look at the new one.
+        self.inner.wake.notify_one();
         Ok(())
     }
 
@@ -1400,15 +1422,22 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
     async fn work(&self, mut phase: watch::Receiver<Phase>, saver: Option<Saver>) {
         let mut tasks = JoinSet::new();
         while *phase.borrow() == Phase::Running {
-            while tasks.try_join_next().is_some() {}
+            while let Some(joined) = tasks.try_join_next() {
+                log_attempt_end(joined);
+            }
             self.prune_if_due().await;
             let notified = self.inner.wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let claimed = tokio::select! {
-                claimed = self.claim() => claimed,
+            // Only the wait for an in-flight slot gives way to a shutdown: a
+            // claim, once made, is always started (or given back), never
+            // dropped halfway.
+            let slot = tokio::select! {
+                slot = Arc::clone(&self.inner.in_flight).acquire_owned() => slot,
                 _ = phase.changed() => continue,
             };
+            let Ok(slot) = slot else { break };
+            let claimed = self.claim(slot).await;
             match claimed {
                 Ok(Some((mut permits, units, drained))) => {
                     for unit in units {
@@ -1447,7 +1476,10 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
         // Stopping: let attempts in flight finish, unless told to abort.
         loop {
             tokio::select! {
-                joined = tasks.join_next() => if joined.is_none() { return },
+                joined = tasks.join_next() => match joined {
+                    Some(joined) => log_attempt_end(joined),
+                    None => return,
+                },
                 _ = phase.wait_for(|p| *p == Phase::Aborting) => break,
             }
         }
@@ -1455,6 +1487,38 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
         // Wait until each aborted attempt is dropped, so its guard has
         // recorded its claims before the shutdown gives them back.
         while tasks.join_next().await.is_some() {}
+    }
+}
+
+/// An endpoint's concurrency slot, taken by [`Outbox::admit`] and given
+/// back when dropped.
+struct GateSlot<'a, S, D> {
+    outbox: &'a Outbox<S, D>,
+    endpoint: EndpointId,
+}
+
+impl<S, D> Drop for GateSlot<'_, S, D> {
+    fn drop(&mut self) {
+        let mut gates = self
+            .outbox
+            .inner
+            .gates
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(gate) = gates.get_mut(&self.endpoint) {
+            gate.in_flight = gate.in_flight.saturating_sub(1);
+        }
+    }
+}
+
+/// Logs an attempt task that failed (its delivery keeps its claim until the
+/// lease expires, and is then attempted again) or panicked.
+fn log_attempt_end(joined: Result<Result<(), OutboxError>, tokio::task::JoinError>) {
+    match joined {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "recording an attempt failed"),
+        Err(error) if error.is_panic() => tracing::error!("an attempt panicked"),
+        Err(_) => {}
     }
 }
 
@@ -1514,18 +1578,33 @@ impl<S: Store, D: Dispatcher> Workers<S, D> {
     /// reach the receiver twice (delivery is at-least-once), never zero
     /// times.
     pub async fn shutdown(mut self, deadline: Duration) {
+        let end = tokio::time::Instant::now() + deadline;
         self.control.send_replace(Phase::Stopping);
         let drain = async { while self.tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(deadline, drain).await.is_err() {
             self.control.send_replace(Phase::Aborting);
             while self.tasks.join_next().await.is_some() {}
         }
-        if let Some(writer) = self.writer.take() {
+        if let Some(mut writer) = self.writer.take() {
             // Every sender is gone with the workers and their attempts, so
-            // it writes what is queued and ends.
-            let _ = writer.await;
+            // it writes what is queued and ends; a store that hangs is not
+            // waited for past the deadline (those deliveries keep their
+            // claims until the leases expire).
+            if tokio::time::timeout_at(end, &mut writer).await.is_err() {
+                writer.abort();
+                tracing::warn!("the outbox writer did not finish by the shutdown deadline");
+            }
         }
-        self.outbox.release_abandoned().await;
+        let release = self.outbox.release_abandoned();
+        if tokio::time::timeout_at(
+            end.max(tokio::time::Instant::now() + Duration::from_secs(1)),
+            release,
+        )
+        .await
+        .is_err()
+        {
+            tracing::warn!("giving back abandoned deliveries did not finish in time");
+        }
     }
 }
 

@@ -519,3 +519,47 @@ async fn held_deliveries_are_bounded_and_the_overflow_is_recorded_not_lost() {
         .collect();
     assert_eq!(order.len(), 3);
 }
+
+/// Hangs on its first request; answers 200 to every later one.
+struct HangFirst(AtomicU32);
+
+impl Dispatcher for HangFirst {
+    async fn send(
+        &self,
+        _request: http::Request<Bytes>,
+        _timeout: Duration,
+    ) -> Result<http::Response<Bytes>, TransportError> {
+        if self.0.fetch_add(1, Ordering::SeqCst) == 0 {
+            std::future::pending::<()>().await;
+        }
+        Ok(http::Response::new(Bytes::new()))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_aborted_attempt_gives_back_its_endpoints_slot() {
+    // Ordered: one request in flight at a time. If the attempt aborted by
+    // the shutdown kept its slot, the endpoint would stay "busy" for good.
+    let (outbox, _clock) = outbox_with(
+        HangFirst(AtomicU32::new(0)),
+        endpoint().ordered(true).build().unwrap(),
+        OutboxConfig::default(),
+    )
+    .await;
+    publish_n(&outbox, 1).await;
+    let workers = outbox.start(1);
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(outbox.dispatcher().0.load(Ordering::SeqCst), 1);
+    workers.shutdown(Duration::from_millis(10)).await;
+    assert_eq!(count(&outbox, StateKind::Pending).await, 1);
+    // Workers again, on the same engine: the delivery goes at once.
+    let workers = outbox.start(1);
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    workers.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(outbox.dispatcher().0.load(Ordering::SeqCst), 2);
+    assert_eq!(count(&outbox, StateKind::Delivered).await, 1);
+}

@@ -484,6 +484,74 @@ pub async fn save_refuses_stale_claims<S: Store>(store: S) {
     ));
 }
 
+/// `save_all`: each save checked and reported on its own, in order, even
+/// when one delivery comes twice (a stale result beside the result of the
+/// claim that took it over).
+pub async fn save_all_reports_each_result<S: Store>(store: S) {
+    let first = publish(&store, 1, &[&EP_A], T0).await;
+    let second = publish(&store, 2, &[&EP_A], T0).await;
+    let claimed = store.claim_due(T0, LEASE, 10).await.expect("claim_due");
+    assert_eq!(claimed.len(), 2);
+    let (mut stale, mut other) = (None, None);
+    for c in claimed {
+        if c.delivery.id() == &first[0] {
+            stale = Some(c);
+        } else {
+            other = Some(c);
+        }
+    }
+    let (stale, other) = (
+        stale.expect("first claimed"),
+        other.expect("second claimed"),
+    );
+    let late = T0 + secs(61);
+    // Both leases have run out; the first delivery (earliest due, then by
+    // id) is taken over, the second stays with its original claim.
+    let taken = store.claim_due(late, LEASE, 1).await.expect("claim_due");
+    let fresh = taken
+        .into_iter()
+        .find(|c| c.delivery.id() == &first[0])
+        .expect("the expired claim is taken over");
+    let finish = |c: crate::store::Claimed| {
+        let mut delivery = c.delivery;
+        let response = response(200);
+        let attempt =
+            AttemptReport::from_response(&response, &Classifier::default(), late, Duration::ZERO);
+        let completed = delivery
+            .complete(
+                &c.claim,
+                attempt,
+                &no_retries(),
+                late,
+                &mut SplitMix64::from_seed(3),
+            )
+            .expect("complete");
+        crate::store::Save::new(
+            delivery,
+            c.claim.token(),
+            StateKind::InFlight,
+            Some(completed.attempt),
+        )
+    };
+    let results = store
+        .save_all(vec![finish(stale), finish(fresh), finish(other)])
+        .await
+        .expect("save_all");
+    assert_eq!(results.len(), 3);
+    assert!(
+        matches!(results[0], Err(StoreError::Conflict(ref id)) if id == &first[0]),
+        "the stale save must be refused, got {:?}",
+        results[0]
+    );
+    assert!(results[1].is_ok(), "the fresh save: {:?}", results[1]);
+    assert!(results[2].is_ok(), "the other save: {:?}", results[2]);
+    for id in [&first[0], &second[0]] {
+        let d = store.delivery(id).await.expect("delivery").expect("stored");
+        assert!(matches!(d.state(), DeliveryState::Delivered { .. }));
+        assert_eq!(store.attempts(id).await.expect("attempts").len(), 1);
+    }
+}
+
 /// Held deliveries: counted per endpoint, listed by state, not claimable,
 /// and claimable again once released.
 pub async fn held_deliveries<S: Store>(store: S) {
@@ -675,6 +743,8 @@ pub async fn prune_removes_finished_deliveries<S: Store>(store: S) {
     let delivered = publish(&store, 1, &[&EP_A], T0).await;
     let failed = publish(&store, 2, &[&EP_A], T0).await;
     let shared = publish(&store, 3, &[&EP_A, &EP_B], T0).await;
+    // No endpoint wanted this one.
+    assert!(publish(&store, 4, &[], T0).await.is_empty());
     let claimed = store.claim_due(T0, LEASE, 10).await.expect("claim_due");
     for c in claimed {
         let id = c.delivery.id().clone();
@@ -716,6 +786,10 @@ pub async fn prune_removes_finished_deliveries<S: Store>(store: S) {
     assert!(
         store.event(&message(3)).await.expect("event").is_some(),
         "an event with a delivery left must stay"
+    );
+    assert!(
+        store.event(&message(4)).await.expect("event").is_none(),
+        "an event that never had a delivery must go once older than the cut"
     );
     assert!(store
         .delivery(&shared[1])
@@ -761,6 +835,7 @@ where
     claim_due_respects_time_order_and_limit(make().await).await;
     complete_reschedule_and_fail(make().await).await;
     save_refuses_stale_claims(make().await).await;
+    save_all_reports_each_result(make().await).await;
     held_deliveries(make().await).await;
     listing(make().await).await;
     replay_adds_deliveries(make().await).await;
@@ -791,6 +866,7 @@ macro_rules! store_conformance {
             claim_due_respects_time_order_and_limit,
             complete_reschedule_and_fail,
             save_refuses_stale_claims,
+            save_all_reports_each_result,
             held_deliveries,
             listing,
             replay_adds_deliveries,
@@ -805,6 +881,7 @@ macro_rules! store_conformance {
             claim_due_respects_time_order_and_limit,
             complete_reschedule_and_fail,
             save_refuses_stale_claims,
+            save_all_reports_each_result,
             held_deliveries,
             listing,
             replay_adds_deliveries,

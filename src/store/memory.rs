@@ -358,6 +358,23 @@ impl Store for MemoryStore {
         for id in &doomed {
             inner.remove(id);
         }
+        // Events that never had a delivery (no endpoint matched them) go
+        // once they are older than the cut too.
+        if let Some(cut) = prune.delivered_before {
+            let bare: Vec<MessageId> = inner
+                .events
+                .values()
+                .filter(|e| e.deliveries.is_empty() && e.event.created_at < cut)
+                .map(|e| e.event.id.clone())
+                .collect();
+            for id in bare {
+                if let Some(event) = inner.events.remove(&id) {
+                    inner
+                        .event_order
+                        .remove(&(event.event.created_at, event.seq));
+                }
+            }
+        }
         ready(Ok(doomed.len()))
     }
 

@@ -60,7 +60,8 @@ pub enum Inserted {
     /// The event and its deliveries were stored.
     New(Vec<DeliveryId>),
     /// An event with this id already existed; nothing was stored, and these
-    /// are the deliveries made for it the first time.
+    /// are its deliveries now in the store (those made when it was first
+    /// published, and any replays of it, less any pruned).
     Duplicate(Vec<DeliveryId>),
 }
 
@@ -133,8 +134,9 @@ impl Save {
 /// What [`Store::prune`] removes.
 ///
 /// Only finished deliveries are removed, with their attempt logs; an event
-/// goes once it has no delivery left. Pending, in-flight and held deliveries
-/// are never pruned.
+/// goes once it has no delivery left, and an event that never had one (no
+/// endpoint matched it) goes once it is older than `delivered_before`.
+/// Pending, in-flight and held deliveries are never pruned.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Prune {
@@ -203,8 +205,10 @@ pub enum StoreError {
 /// Persistence for the delivery engine (the `Outbox`, feature `outbox`).
 ///
 /// Every method is one atomic step. Implementations: [`MemoryStore`]
-/// (default; nothing survives a restart); SQLite and Postgres are planned
-/// behind features.
+/// (default; nothing survives a restart), `SqliteStore` (feature
+/// `sqlite`) and `PostgresStore` (feature `postgres`); the
+/// `store::conformance` suite (feature `test-support`) checks a store of
+/// your own.
 pub trait Store: Send + Sync + 'static {
     /// Whether the engine should group attempt results and write them
     /// through [`save_all`](Self::save_all) (one writer task collecting

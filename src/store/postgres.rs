@@ -452,7 +452,15 @@ impl Store for PostgresStore {
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for row in rows {
             let seq: i64 = row.try_get("seq").map_err(backend)?;
-            let mut delivery = delivery_from(&row)?;
+            let mut delivery = match delivery_from(&row) {
+                Ok(delivery) => delivery,
+                Err(error) => {
+                    // One unreadable row (damaged, or written by a
+                    // newer release) must not stop every claim.
+                    tracing::error!(seq, %error, "skipping an unreadable delivery row");
+                    continue;
+                }
+            };
             let payload: Vec<u8> = row.try_get("payload").map_err(backend)?;
             let Ok(claim) = delivery.claim(now, lease) else {
                 continue;
@@ -529,6 +537,19 @@ impl Store for PostgresStore {
         .fetch_one(&self.pool)
         .await
         .map_err(backend)?;
+        // Events left with no delivery that are older than the cut: those
+        // that never had one (no endpoint matched), and any a concurrent
+        // prune left behind (each statement sees its own snapshot).
+        if let Some(cut) = prune.delivered_before {
+            sqlx::query(
+                "DELETE FROM hookway_events e WHERE e.created_at < $1
+                 AND NOT EXISTS (SELECT 1 FROM hookway_deliveries d WHERE d.event_seq = e.seq)",
+            )
+            .bind(nanos(cut))
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        }
         Ok(usize::try_from(removed).unwrap_or(0))
     }
 
@@ -578,29 +599,33 @@ impl Store for PostgresStore {
             );
         }
         // Every update, with its attempt log row, in one statement.
-        let saved: Vec<String> = sqlx::query_scalar(
+        // Rows are matched by their place in the input (`n`), not by id:
+        // the same delivery may come twice (a stale result beside the
+        // result of the claim that took it over), and only the one whose
+        // check passes is written.
+        let saved: Vec<i64> = sqlx::query_scalar(
             "WITH input AS (
                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[],
                                      $5::bigint[], $6::text[], $7::bigint[], $8::text[],
-                                     $9::text[])
+                                     $9::text[]) WITH ORDINALITY
                     AS i(id, state, due_at, claims, finished_at, data, expected_claims,
-                         expected_state, attempt)
+                         expected_state, attempt, n)
              ), updated AS (
                 UPDATE hookway_deliveries d
                 SET state = i.state, due_at = i.due_at, claims = i.claims,
                     finished_at = i.finished_at, data = i.data
                 FROM input i
                 WHERE d.id = i.id AND d.claims = i.expected_claims AND d.state = i.expected_state
-                RETURNING d.seq, d.id
+                RETURNING d.seq, i.n, i.attempt
              ), logged AS (
                 INSERT INTO hookway_attempts (delivery_seq, ordinal, data)
                 SELECT u.seq,
                        (SELECT count(*) FROM hookway_attempts a WHERE a.delivery_seq = u.seq),
-                       i.attempt
-                FROM updated u JOIN input i ON i.id = u.id
-                WHERE i.attempt IS NOT NULL
+                       u.attempt
+                FROM updated u
+                WHERE u.attempt IS NOT NULL
              )
-             SELECT id FROM updated",
+             SELECT n FROM updated",
         )
         .bind(&ids)
         .bind(&states)
@@ -614,11 +639,14 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
-        let saved: std::collections::HashSet<String> = saved.into_iter().collect();
+        // 1-based places in the input of the saves that were written.
+        let saved: std::collections::HashSet<i64> = saved.into_iter().collect();
+        let written = |i: usize| saved.contains(&(i64::try_from(i).unwrap_or(i64::MAX) + 1));
         let missed: Vec<&str> = ids
             .iter()
-            .filter(|id| !saved.contains(*id))
-            .map(String::as_str)
+            .enumerate()
+            .filter(|(i, _)| !written(*i))
+            .map(|(_, id)| id.as_str())
             .collect();
         let existing: std::collections::HashSet<String> = if missed.is_empty() {
             std::collections::HashSet::new()
@@ -633,9 +661,10 @@ impl Store for PostgresStore {
         };
         Ok(saves
             .iter()
-            .map(|save| {
+            .enumerate()
+            .map(|(i, save)| {
                 let id = save.delivery.id();
-                if saved.contains(id.as_str()) {
+                if written(i) {
                     Ok(())
                 } else if existing.contains(id.as_str()) {
                     Err(StoreError::Conflict(id.clone()))

@@ -103,6 +103,7 @@ impl EndpointCache {
     }
 
     /// The cached endpoint, if it is built from `revision`.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(super) fn current(&self, id: &str, revision: i64) -> Option<Arc<Endpoint>> {
         self.lock()
             .get(id)

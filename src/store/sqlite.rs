@@ -91,7 +91,18 @@ fn delivery_from(row: &SqliteRow) -> Result<Delivery, StoreError> {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and brings its
     /// schema up to date.
+    ///
+    /// `":memory:"` is refused: an in-memory SQLite database belongs to one
+    /// connection, and this store reads and writes through several (use
+    /// [`MemoryStore`](super::MemoryStore), or a file in a temporary
+    /// directory).
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        if path.as_ref().as_os_str() == ":memory:" {
+            return Err(corrupt(
+                "path",
+                "an in-memory SQLite database cannot be shared by the store's connections",
+            ));
+        }
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -468,7 +479,15 @@ impl Store for SqliteStore {
         let mut claimed = Vec::with_capacity(rows.len());
         for row in rows {
             let seq: i64 = row.try_get("seq").map_err(backend)?;
-            let mut delivery = delivery_from(&row)?;
+            let mut delivery = match delivery_from(&row) {
+                Ok(delivery) => delivery,
+                Err(error) => {
+                    // One unreadable row (damaged, or written by a
+                    // newer release) must not stop every claim.
+                    tracing::error!(seq, %error, "skipping an unreadable delivery row");
+                    continue;
+                }
+            };
             let payload: Vec<u8> = row.try_get("payload").map_err(backend)?;
             let Ok(claim) = delivery.claim(now, lease) else {
                 continue;
@@ -532,6 +551,18 @@ impl Store for SqliteStore {
             )
             .bind(seq)
             .bind(seq)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+        // Events that never had a delivery go once older than the cut.
+        if let Some(cut) = prune.delivered_before {
+            sqlx::query(
+                "DELETE FROM hookway_events WHERE created_at < ?
+                 AND NOT EXISTS (SELECT 1 FROM hookway_deliveries d
+                                 WHERE d.event_seq = hookway_events.seq)",
+            )
+            .bind(nanos(cut))
             .execute(&mut *tx)
             .await
             .map_err(backend)?;
