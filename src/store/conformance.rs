@@ -855,27 +855,18 @@ where
 #[macro_export]
 macro_rules! store_conformance {
     (optional: $make:expr) => {
-        $crate::store_conformance!(@tests (
+        $crate::store_conformance!(@all (
             match $make.await {
                 Some(store) => store,
                 None => return,
             }
-        );
-            endpoints,
-            publish_is_atomic_and_idempotent,
-            claim_due_respects_time_order_and_limit,
-            complete_reschedule_and_fail,
-            save_refuses_stale_claims,
-            save_all_reports_each_result,
-            held_deliveries,
-            listing,
-            replay_adds_deliveries,
-            queue_head_is_the_oldest_unfinished,
-            prune_removes_finished_deliveries
-        );
+        ));
     };
     ($make:expr) => {
-        $crate::store_conformance!(@tests ($make.await);
+        $crate::store_conformance!(@all ($make.await));
+    };
+    (@all $store:expr) => {
+        $crate::store_conformance!(@tests $store;
             endpoints,
             publish_is_atomic_and_idempotent,
             claim_due_respects_time_order_and_limit,
