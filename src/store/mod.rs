@@ -10,6 +10,12 @@
 #[cfg(feature = "test-support")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-support")))]
 pub mod conformance;
+#[cfg(all(feature = "receive", any(feature = "sqlite", feature = "postgres")))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(all(feature = "receive", any(feature = "sqlite", feature = "postgres"))))
+)]
+pub mod idempotency;
 mod memory;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]

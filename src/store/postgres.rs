@@ -47,7 +47,10 @@ use crate::endpoint::Endpoint;
 use crate::event::{EventType, MessageId};
 
 /// The migrations, in order. Never edit one that has shipped: add another.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("postgres/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("postgres/0001_init.sql")),
+    (2, include_str!("postgres/0002_idempotency.sql")),
+];
 
 /// The advisory lock key migrations run under (`hookway` in ASCII).
 const MIGRATION_LOCK: i64 = 0x0068_6f6f_6b77_6179;
@@ -113,6 +116,13 @@ impl PostgresStore {
             pool,
             endpoints: Arc::new(EndpointCache::default()),
         })
+    }
+
+    /// The receiving side's de-duplication in this database, shared by
+    /// every receiver instance that connects to it (feature `receive`).
+    #[cfg(feature = "receive")]
+    pub fn idempotency(&self) -> super::idempotency::SqlIdempotency<Self> {
+        super::idempotency::SqlIdempotency::new(self.clone())
     }
 
     /// The pool, for your own queries.

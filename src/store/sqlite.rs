@@ -65,7 +65,10 @@ macro_rules! doomed {
 }
 
 /// The migrations, in order. Never edit one that has shipped: add another.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("sqlite/0001_init.sql")),
+    (2, include_str!("sqlite/0002_idempotency.sql")),
+];
 
 /// The durable, embedded store; see the [module documentation](self).
 ///
@@ -156,6 +159,19 @@ impl SqliteStore {
             || row.try_get("record").map_err(backend),
             enabled,
         )
+    }
+
+    /// The write connection (one, so writes never meet a locked database).
+    #[cfg(feature = "receive")]
+    pub(super) fn writer(&self) -> &SqlitePool {
+        &self.writer
+    }
+
+    /// The receiving side's de-duplication in this database, shared by
+    /// every receiver that opens it (feature `receive`).
+    #[cfg(feature = "receive")]
+    pub fn idempotency(&self) -> super::idempotency::SqlIdempotency<Self> {
+        super::idempotency::SqlIdempotency::new(self.clone())
     }
 
     async fn write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
