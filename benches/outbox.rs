@@ -39,6 +39,7 @@
 //! | `OUTBOX_BENCH_PROFILE` | `plain`, `dispatcher` or `outbox`: run only that contender's throughput rounds (for `perf record`) |
 //! | `OUTBOX_BENCH_BALLAST` | with `OUTBOX_BENCH_PROFILE`: first publish this many events to an Outbox without workers, kept meanwhile (a large heap) [0] |
 
+mod process;
 mod receiver;
 
 use std::collections::HashMap;
@@ -252,8 +253,8 @@ struct CpuMark {
 impl CpuMark {
     fn now(receiver_pid: u32) -> Self {
         Self {
-            sender: receiver::cpu_seconds("self"),
-            receiver: receiver::cpu_seconds(&receiver_pid.to_string()),
+            sender: process::cpu_seconds("self"),
+            receiver: process::cpu_seconds(&receiver_pid.to_string()),
         }
     }
 }
@@ -1067,7 +1068,7 @@ fn main() {
         .runs("memory")
         .then(|| hold_limit(config.hold_limit_count, config.payload));
 
-    let receiver = receiver::Process::spawn();
+    let receiver = receiver::spawn();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.threads)
         .enable_all()

@@ -63,9 +63,9 @@
 //! | `RECEIVE_BENCH_QUEUE` | `/queued`: queue capacity and workers [4096,2] |
 //! | `RECEIVE_BENCH_PROFILE` | one contender's name: run only its rounds, no warm-up, no tables (for `perf record -p <server pid>`) |
 
+mod process;
+
 use std::fmt;
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -408,73 +408,9 @@ mod server {
     }
 }
 
-struct ServerProcess {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    port: u16,
-}
-
-impl ServerProcess {
-    fn spawn() -> Self {
-        let exe = std::env::current_exe().expect("own executable");
-        let mut child = Command::new(exe)
-            .env(ROLE_ENV, "server")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the server process");
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().expect("server stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the server's port");
-        let port = line
-            .trim()
-            .strip_prefix("listening ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected server output {line:?}"));
-        Self { child, stdin, port }
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        // Closing its stdin makes it exit; kill it if it has not within 2 s.
-        drop(self.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Measuring
 // ---------------------------------------------------------------------------
-
-/// CPU time (user + system) a process has used, from `/proc/<pid>/stat`, in
-/// seconds (clock ticks of 10 ms).
-fn cpu_seconds(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The command name may hold spaces: fields are counted after its ')'.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after ')'.
-    (ticks(11) + ticks(12)) as f64 / 100.0
-}
 
 /// CPU time the whole machine has been busy (every state but idle and
 /// iowait), from the first line of `/proc/stat`, in seconds (10 ms ticks).
@@ -510,8 +446,8 @@ struct CpuMark {
 impl CpuMark {
     fn now(server_pid: u32) -> Self {
         Self {
-            client: cpu_seconds("self"),
-            server: cpu_seconds(&server_pid.to_string()),
+            client: process::cpu_seconds("self"),
+            server: process::cpu_seconds(&server_pid.to_string()),
             machine: machine_busy_seconds(),
         }
     }
@@ -931,7 +867,7 @@ fn main() {
     }
     println!("hookway receive bench: {config:?}");
     let total = Instant::now();
-    let server = ServerProcess::spawn();
+    let server = process::Process::spawn(ROLE_ENV, "server");
     let server_pid = server.child.id();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.client_threads)

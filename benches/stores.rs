@@ -23,7 +23,7 @@
 //! to a smoke run.
 #![allow(clippy::disallowed_methods)] // wall-clock timing is the point
 
-#[path = "receiver/mod.rs"]
+mod process;
 mod receiver;
 
 use std::path::PathBuf;
@@ -131,7 +131,7 @@ fn postgres_cpu() -> f64 {
             std::fs::read_to_string(format!("/proc/{pid}/comm"))
                 .is_ok_and(|comm| comm.trim() == "postgres")
         })
-        .map(|pid| receiver::cpu_seconds(&pid))
+        .map(|pid| process::cpu_seconds(&pid))
         .sum()
 }
 
@@ -194,7 +194,7 @@ struct Tally {
 async fn run<S: Store>(
     store: S,
     config: &Config,
-    receiver: &receiver::Process,
+    receiver: &process::Process,
     events: usize,
     endpoints: usize,
     tag: &str,
@@ -243,8 +243,8 @@ async fn run<S: Store>(
         Arc::new(serde_json::json!({ "kind": "bench", "data": filler }));
     let cpu = || {
         [
-            receiver::cpu_seconds("self"),
-            receiver::cpu_seconds(&receiver.child.id().to_string()),
+            process::cpu_seconds("self"),
+            process::cpu_seconds(&receiver.child.id().to_string()),
             postgres_cpu(),
         ]
     };
@@ -298,7 +298,7 @@ struct Row {
     cpu_us: [f64; 3],
 }
 
-async fn throughput(config: &Config, receiver: &receiver::Process) -> Vec<Vec<Row>> {
+async fn throughput(config: &Config, receiver: &process::Process) -> Vec<Vec<Row>> {
     let mut rounds = Vec::new();
     for round in 0..config.rounds {
         let mut rows = Vec::new();
@@ -432,7 +432,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let receiver = receiver::Process::spawn();
+    let receiver = receiver::spawn();
     let total = Instant::now();
     runtime.block_on(async {
         if config.runs("throughput") {
@@ -510,7 +510,10 @@ async fn claim_latency(config: &Config) -> Vec<(Kind, usize, Vec<Duration>)> {
     let samples = 200;
     let batch = config.claim_batch;
     let mut results = Vec::new();
-    for rows in [1_000.max(samples * batch + 1), config.claim_rows] {
+    for rows in [
+        1_000.max(samples * batch + 1),
+        config.claim_rows.max(samples * batch + 1),
+    ] {
         // SQLite: a bulk copy through a connection of our own.
         let path = sqlite_path(&format!("claim_{rows}"));
         let store = SqliteStore::open(&path).await.expect("sqlite");

@@ -23,12 +23,10 @@
 use std::collections::HashSet;
 use std::convert::Infallible;
 use std::fmt::Write as _;
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::io::{Read as _, Write as _};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use std::time::Instant;
 
 use bytes::Bytes;
 use hookway::clock::Clock as _;
@@ -41,72 +39,9 @@ use hyper_util::rt::TokioIo;
 /// The environment variable that selects a role in the bench executable.
 pub const ROLE_ENV: &str = "HOOKWAY_BENCH_ROLE";
 
-/// The receiver, started as a child process of the bench executable.
-pub struct Process {
-    /// Its process (for its id, to read its CPU time).
-    pub child: Child,
-    stdin: Option<ChildStdin>,
-    /// The port it listens on, on 127.0.0.1.
-    pub port: u16,
-}
-
-impl Process {
-    /// Starts it and waits for its port.
-    pub fn spawn() -> Self {
-        let exe = std::env::current_exe().expect("own executable");
-        let mut child = Command::new(exe)
-            .env(ROLE_ENV, "receiver")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the receiver process");
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().expect("receiver stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the receiver's port");
-        let port = line
-            .trim()
-            .strip_prefix("listening ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected receiver output {line:?}"));
-        Self { child, stdin, port }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        // Closing its stdin makes it exit; kill it if it has not within 2 s.
-        drop(self.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// CPU time (user + system) a process has used, from `/proc/<pid>/stat`, in
-/// seconds (clock ticks of 10 ms).
-pub fn cpu_seconds(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The command name may hold spaces: fields are counted after its ')'.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after ')'.
-    (ticks(11) + ticks(12)) as f64 / 100.0
+/// Starts the receiver as a child process of the bench executable.
+pub fn spawn() -> crate::process::Process {
+    crate::process::Process::spawn(ROLE_ENV, "receiver")
 }
 
 /// One logged request.
