@@ -18,6 +18,8 @@
 //! | `STORES_BENCH_WORKERS`, `_IN_FLIGHT`, `_CLAIM_BATCH` | Outbox settings [4, 64, 64] |
 //! | `STORES_BENCH_CLAIM_ROWS` | pending rows for the claim-latency phase [1000000] |
 //! | `STORES_BENCH_PHASES` | `throughput`, `claim` [both] |
+//! | `STORES_BENCH_STORES` | `memory`, `sqlite`, `postgres` [all three] |
+//! | `STORES_BENCH_SCENARIOS` | `single`, `fanout` [both] |
 //!
 //! Without `--bench` (as `cargo test --benches` runs it) every size shrinks
 //! to a smoke run.
@@ -55,6 +57,16 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// A comma-separated list from the environment.
+fn list(name: &str, default: &str) -> Vec<String> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.to_owned())
+        .split(',')
+        .map(|p| p.trim().to_ascii_lowercase())
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
 #[derive(Clone, Debug)]
 struct Config {
     rounds: usize,
@@ -67,6 +79,8 @@ struct Config {
     claim_batch: usize,
     claim_rows: usize,
     phases: Vec<String>,
+    stores: Vec<Kind>,
+    scenarios: Vec<String>,
     postgres: String,
 }
 
@@ -83,11 +97,17 @@ impl Config {
             in_flight: env_usize("STORES_BENCH_IN_FLIGHT", 64).max(1),
             claim_batch: env_usize("STORES_BENCH_CLAIM_BATCH", 64).max(1),
             claim_rows: env_usize("STORES_BENCH_CLAIM_ROWS", pick(1_000_000, 2_000)).max(1),
-            phases: std::env::var("STORES_BENCH_PHASES")
-                .unwrap_or_else(|_| "throughput,claim".to_owned())
-                .split(',')
-                .map(|p| p.trim().to_owned())
+            phases: list("STORES_BENCH_PHASES", "throughput,claim"),
+            stores: list("STORES_BENCH_STORES", "memory,sqlite,postgres")
+                .iter()
+                .map(|name| {
+                    Kind::ALL
+                        .into_iter()
+                        .find(|k| k.name().eq_ignore_ascii_case(name))
+                        .unwrap_or_else(|| panic!("STORES_BENCH_STORES: unknown store {name:?}"))
+                })
                 .collect(),
+            scenarios: list("STORES_BENCH_SCENARIOS", "single,fanout"),
             postgres: std::env::var("HOOKWAY_BENCH_POSTGRES_URL")
                 .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned()),
         }
@@ -302,12 +322,16 @@ async fn throughput(config: &Config, receiver: &process::Process) -> Vec<Vec<Row
     let mut rounds = Vec::new();
     for round in 0..config.rounds {
         let mut rows = Vec::new();
-        for offset in 0..Kind::ALL.len() {
-            let kind = Kind::ALL[(round + offset) % Kind::ALL.len()];
+        for offset in 0..config.stores.len() {
+            let kind = config.stores[(round + offset) % config.stores.len()];
             for (scenario, events, endpoints) in [
-                ("1 endpoint", config.events, 1),
-                ("fan-out to 10", config.fanout_events, 10),
-            ] {
+                ("single", "1 endpoint", config.events, 1),
+                ("fanout", "fan-out to 10", config.fanout_events, 10),
+            ]
+            .into_iter()
+            .filter(|(name, ..)| config.scenarios.iter().any(|s| s == name))
+            .map(|(_, scenario, events, endpoints)| (scenario, events, endpoints))
+            {
                 let tag = format!("r{round}_{}_{endpoints}", kind.name());
                 let (n, elapsed, cpu) = match kind {
                     Kind::Memory => {
@@ -391,12 +415,15 @@ fn report_throughput(config: &Config, rounds: &[Vec<Row>]) {
                 .map(|r| r.rate)
                 .collect(),
         );
-        for kind in Kind::ALL {
+        for &kind in &config.stores {
             let rows: Vec<&Row> = rounds
                 .iter()
                 .flatten()
                 .filter(|r| r.kind == kind && r.scenario == scenario)
                 .collect();
+            if rows.is_empty() {
+                continue;
+            }
             let rate = median(rows.iter().map(|r| r.rate).collect());
             let each: Vec<String> = rows.iter().map(|r| format!("{:.0}", r.rate)).collect();
             let cpu = |i: usize| median(rows.iter().map(|r| r.cpu_us[i]).collect());

@@ -14,7 +14,7 @@
 //! claim to expire, and the delivery is attempted again.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -80,7 +80,18 @@ pub struct OutboxConfig {
     /// this far. Failed deliveries are kept until pruned by hand
     /// ([`Outbox::prune`]). `None` keeps everything. Default: 24 hours.
     pub retention: Option<Duration>,
+    /// How long a worker woken by a publish waits before it claims, so
+    /// that the publishes of that moment go out in one claim rather than
+    /// one claim each. `None` picks by store: [`DEFAULT_CLAIM_DELAY`] for a
+    /// store whose writes cost a round trip (one that sets
+    /// [`Store::GROUPS_SAVES`], as the SQL stores do), none for
+    /// `MemoryStore`. Retries that fall due are claimed without it.
+    pub claim_delay: Option<Duration>,
 }
+
+/// The default [`OutboxConfig::claim_delay`] for stores whose writes cost a
+/// round trip: 2 ms.
+pub const DEFAULT_CLAIM_DELAY: Duration = Duration::from_millis(2);
 
 impl Default for OutboxConfig {
     fn default() -> Self {
@@ -95,6 +106,7 @@ impl Default for OutboxConfig {
             failing_after_attempts: 3,
             max_held_per_endpoint: Some(10_000),
             retention: Some(Duration::from_secs(24 * 60 * 60)),
+            claim_delay: None,
         }
     }
 }
@@ -254,6 +266,12 @@ struct Unit {
 /// The most attempt results written in one [`Store::save_all`].
 const MAX_SAVE_BATCH: usize = 256;
 
+/// How many times a publish makes its fan-out again when the store reports
+/// that the endpoint list changed under it; the last try goes without a
+/// version, so a store whose endpoints change without pause cannot starve
+/// a publish.
+const PUBLISH_TRIES: u32 = 8;
+
 /// An attempt result on its way to the writer, and where its result goes.
 type SaveRequest = (Save, oneshot::Sender<Result<(), StoreError>>);
 
@@ -313,6 +331,11 @@ struct Inner<S, D> {
     abandoned: Mutex<Vec<(DeliveryId, Claim)>>,
     /// When the workers next prune (Unix seconds).
     next_prune: AtomicI64,
+    /// The claim delay in effect (see [`OutboxConfig::claim_delay`]).
+    claim_delay: Duration,
+    /// A publish has woken a worker that has not claimed yet: later
+    /// publishes need not wake another.
+    claim_pending: AtomicBool,
 }
 
 impl<S, D> Clone for Outbox<S, D> {
@@ -337,6 +360,11 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
         clock: impl Clock + Send + Sync + 'static,
     ) -> Self {
         let permits = config.max_in_flight.clamp(1, Semaphore::MAX_PERMITS);
+        let claim_delay = config.claim_delay.unwrap_or(if S::GROUPS_SAVES {
+            DEFAULT_CLAIM_DELAY
+        } else {
+            Duration::ZERO
+        });
         Self {
             inner: Arc::new(Inner {
                 store,
@@ -350,6 +378,8 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
                 tokens: TokenCache::new(),
                 abandoned: Mutex::new(Vec::new()),
                 next_prune: AtomicI64::new(i64::MIN),
+                claim_delay,
+                claim_pending: AtomicBool::new(false),
                 config,
             }),
         }
@@ -621,15 +651,68 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
             });
         }
         let now = self.now();
+        let event = StoredEvent {
+            id,
+            event_type,
+            channels: channels.iter().map(|c| (*c).to_owned()).collect(),
+            payload: Bytes::from(body),
+            created_at: now,
+        };
+        // A store shared by several processes may serve the endpoint list
+        // from a cache and refuse the event if the list changed meanwhile:
+        // then the fan-out is made again from a fresh list.
+        let mut tries = 0;
+        let inserted = loop {
+            let list = self.inner.store.publish_endpoints().await?;
+            let deliveries = self.fan_out(&event, &list.endpoints, now).await?;
+            tries += 1;
+            let version = if tries < PUBLISH_TRIES {
+                list.version
+            } else {
+                None
+            };
+            match self
+                .inner
+                .store
+                .insert_event_at(event.clone(), deliveries, version)
+                .await
+            {
+                Err(StoreError::EndpointsChanged) if tries < PUBLISH_TRIES => {}
+                result => break result?,
+            }
+        };
+        // With a claim delay, one wake-up serves every publish until the
+        // woken worker claims (it clears the flag first, so a publish that
+        // finds it set is stored before that claim reads).
+        if matches!(inserted, Inserted::New(ref ids) if !ids.is_empty())
+            && (self.inner.claim_delay.is_zero()
+                || !self.inner.claim_pending.swap(true, Ordering::AcqRel))
+        {
+            self.inner.wake.notify_one();
+        }
+        Ok(match inserted {
+            Inserted::New(ids) | Inserted::Duplicate(ids) => ids,
+        })
+    }
+
+    /// One delivery for each endpoint in `endpoints` that wants `event`
+    /// (held if the endpoint is disabled).
+    async fn fan_out(
+        &self,
+        event: &StoredEvent,
+        endpoints: &[Arc<Endpoint>],
+        now: OffsetDateTime,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let channels: Vec<&str> = event.channels.iter().map(String::as_str).collect();
         let mut deliveries = Vec::new();
-        for endpoint in self.inner.store.endpoints().await? {
-            if !endpoint.wants(&event_type, channels) {
+        for endpoint in endpoints {
+            if !endpoint.wants(&event.event_type, &channels) {
                 continue;
             }
             let mut delivery = Delivery::new(
                 DeliveryId::generate_at(now),
-                id.clone(),
-                event_type.clone(),
+                event.id.clone(),
+                event.event_type.clone(),
                 endpoint.id().clone(),
                 now,
             );
@@ -638,20 +721,7 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
             }
             deliveries.push(delivery);
         }
-        let event = StoredEvent {
-            id,
-            event_type,
-            channels: channels.iter().map(|c| (*c).to_owned()).collect(),
-            payload: Bytes::from(body),
-            created_at: now,
-        };
-        let inserted = self.inner.store.insert_event(event, deliveries).await?;
-        if matches!(inserted, Inserted::New(ref ids) if !ids.is_empty()) {
-            self.inner.wake.notify_one();
-        }
-        Ok(match inserted {
-            Inserted::New(ids) | Inserted::Duplicate(ids) => ids,
-        })
+        Ok(deliveries)
     }
 
     /// Holds a new delivery for a disabled endpoint, or fails it unsent if
@@ -793,9 +863,10 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
         let mut batched: Vec<Unit> = Vec::new();
         for item in claimed {
             let id = item.delivery.endpoint_id();
-            let endpoint = match endpoints.iter().find(|(e, _)| e == id) {
-                Some((_, endpoint)) => endpoint.clone(),
-                None => {
+            let endpoint = match (&item.endpoint, endpoints.iter().find(|(e, _)| e == id)) {
+                (Some(endpoint), _) => endpoint.clone(),
+                (None, Some((_, endpoint))) => endpoint.clone(),
+                (None, None) => {
                     let endpoint = self.inner.store.endpoint(id).await?;
                     endpoints.push((id.clone(), endpoint.clone()));
                     endpoint
@@ -1437,6 +1508,22 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
                 _ = phase.changed() => continue,
             };
             let Ok(slot) = slot else { break };
+            // Where a claim costs a round trip, a claim for the one slot an
+            // attempt just gave back is mostly overhead: give the others in
+            // flight a moment to finish, and claim for them together.
+            let delay = self.inner.claim_delay;
+            let batch = self
+                .inner
+                .config
+                .claim_batch
+                .min(self.inner.config.max_in_flight);
+            if !delay.is_zero() && (self.inner.in_flight.available_permits() + 1) * 4 < batch {
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    _ = phase.changed() => {}
+                }
+            }
+            self.inner.claim_pending.store(false, Ordering::Release);
             let claimed = self.claim(slot).await;
             match claimed {
                 Ok(Some((mut permits, units, drained))) => {
@@ -1469,7 +1556,16 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
             }
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
-                () = &mut notified => {}
+                () = &mut notified => {
+                    // Let the publishes of this moment gather.
+                    let delay = self.inner.claim_delay;
+                    if !delay.is_zero() {
+                        tokio::select! {
+                            () = tokio::time::sleep(delay) => {}
+                            _ = phase.changed() => {}
+                        }
+                    }
+                }
                 _ = phase.changed() => {}
             }
         }

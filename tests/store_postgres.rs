@@ -124,3 +124,244 @@ async fn concurrent_claimers_split_the_queue() {
     assert_eq!(before, all.len(), "a delivery was claimed twice");
     assert_eq!(all.len(), 500, "every delivery claimed once");
 }
+
+fn endpoint(id: &'static str) -> hookway::endpoint::Endpoint {
+    hookway::endpoint::Endpoint::builder(
+        EndpointId::from_static(id),
+        "https://example.com/hooks",
+        hookway::Scheme::standard(),
+        hookway::Secret::from_bytes(b"a-secret-of-some-thirty-two-byte").unwrap(),
+    )
+    .build()
+    .unwrap()
+}
+
+fn event(n: usize) -> StoredEvent {
+    StoredEvent {
+        id: MessageId::new(format!("msg_{n}")).unwrap(),
+        event_type: EventType::from_static("ticket.created"),
+        channels: Vec::new(),
+        payload: bytes::Bytes::from_static(b"{}"),
+        created_at: datetime!(2026-01-01 12:00 UTC),
+    }
+}
+
+fn delivery_of(n: usize, copy: usize, endpoint: &'static str) -> Delivery {
+    Delivery::new(
+        DeliveryId::new(format!("dlv_{n}_{copy}_{endpoint}")).unwrap(),
+        MessageId::new(format!("msg_{n}")).unwrap(),
+        EventType::from_static("ticket.created"),
+        EndpointId::from_static(endpoint),
+        datetime!(2026-01-01 12:00 UTC),
+    )
+}
+
+/// Publishes as the Outbox does: reads the (possibly cached) endpoint list,
+/// makes one delivery per endpoint, and starts again if the store says the
+/// list changed meanwhile. Returns the endpoints the event went to.
+async fn publish_to_all(store: &PostgresStore, n: usize) -> Vec<String> {
+    for _ in 0..8 {
+        let list = store.publish_endpoints().await.unwrap();
+        let names: Vec<&'static str> = list
+            .endpoints
+            .iter()
+            .map(|e| match e.id().as_str() {
+                "ep_a" => "ep_a",
+                "ep_b" => "ep_b",
+                other => panic!("unexpected endpoint {other}"),
+            })
+            .collect();
+        let deliveries = names.iter().map(|e| delivery_of(n, 0, e)).collect();
+        match store
+            .insert_event_at(event(n), deliveries, list.version)
+            .await
+        {
+            Ok(_) => return names.iter().map(|s| (*s).to_owned()).collect(),
+            Err(hookway::store::StoreError::EndpointsChanged) => continue,
+            Err(e) => panic!("insert_event_at: {e}"),
+        }
+    }
+    panic!("the endpoint list never settled")
+}
+
+/// A process's cached endpoint list never makes it miss an endpoint that
+/// another process added before the publish began.
+#[tokio::test]
+async fn a_publish_sees_an_endpoint_another_process_added() {
+    let Some(url) = url() else { return };
+    let first = fresh_in(&url).await;
+    // Its own cache, as another process has.
+    let second = PostgresStore::from_pool(first.pool().clone())
+        .await
+        .unwrap();
+    first.put_endpoint(endpoint("ep_a")).await.unwrap();
+    assert_eq!(publish_to_all(&first, 1).await, ["ep_a"]);
+    second.put_endpoint(endpoint("ep_b")).await.unwrap();
+    assert_eq!(
+        publish_to_all(&first, 2).await,
+        ["ep_a", "ep_b"],
+        "a publish after another process added an endpoint left it out"
+    );
+    // And the event went in once, with both deliveries.
+    let stored = first
+        .deliveries(&hookway::store::DeliveryQuery::default())
+        .await
+        .unwrap();
+    let of_2: Vec<_> = stored
+        .iter()
+        .filter(|d| d.event_id().as_str() == "msg_2")
+        .collect();
+    assert_eq!(of_2.len(), 2);
+}
+
+/// Publishes written together in one statement: concurrent publishes of one
+/// id store it once, and every caller gets that publication's deliveries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_publishes_of_one_id_store_it_once() {
+    let Some(url) = url() else { return };
+    let store = fresh_in(&url).await;
+    let mut tasks = Vec::new();
+    for copy in 0..32 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .insert_event(event(7), vec![delivery_of(7, copy, "ep_a")])
+                .await
+                .unwrap()
+        }));
+    }
+    // Other ids at the same time, so batches mix them.
+    for n in 100..164 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .insert_event(event(n), vec![delivery_of(n, 0, "ep_a")])
+                .await
+                .unwrap()
+        }));
+    }
+    let mut new = Vec::new();
+    let mut duplicates = Vec::new();
+    for task in tasks.drain(..32) {
+        match task.await.unwrap() {
+            hookway::store::Inserted::New(ids) => new.push(ids),
+            hookway::store::Inserted::Duplicate(ids) => duplicates.push(ids),
+        }
+    }
+    for task in tasks {
+        assert!(matches!(
+            task.await.unwrap(),
+            hookway::store::Inserted::New(_)
+        ));
+    }
+    assert_eq!(new.len(), 1, "one publish of the id is new");
+    assert_eq!(duplicates.len(), 31);
+    for ids in &duplicates {
+        assert_eq!(
+            ids, &new[0],
+            "a duplicate returns the first one's deliveries"
+        );
+    }
+    let stored = store
+        .deliveries(&hookway::store::DeliveryQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1 + 64);
+}
+
+/// A claim hands over each delivery's endpoint as stored when it claimed,
+/// including a change another process made.
+#[tokio::test]
+async fn a_claim_hands_over_an_endpoint_another_process_changed() {
+    let Some(url) = url() else { return };
+    let first = fresh_in(&url).await;
+    let second = PostgresStore::from_pool(first.pool().clone())
+        .await
+        .unwrap();
+    first.put_endpoint(endpoint("ep_a")).await.unwrap();
+    publish_to_all(&first, 1).await;
+    let t0 = datetime!(2026-01-01 12:00 UTC);
+    // The first store has the endpoint cached, enabled.
+    let claimed = first
+        .claim_due(t0, Duration::from_secs(1), 10)
+        .await
+        .unwrap();
+    let handed = claimed[0].endpoint.clone().expect("handed over").unwrap();
+    assert!(handed.is_enabled());
+    second
+        .set_endpoint_enabled(&EndpointId::from_static("ep_a"), false)
+        .await
+        .unwrap();
+    // Once the lease is over the delivery is claimed again, and the
+    // endpoint handed over is the disabled one.
+    let later = t0 + time::Duration::seconds(2);
+    let claimed = first
+        .claim_due(later, Duration::from_secs(1), 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    let handed = claimed[0].endpoint.clone().expect("handed over").unwrap();
+    assert!(
+        !handed.is_enabled(),
+        "the claim handed over the endpoint as cached before another process disabled it"
+    );
+}
+
+/// Results are committed without waiting for the disk, but only they: the
+/// setting does not outlive their statements, so the pool's connections
+/// (and your own queries on them) stay synchronous.
+#[tokio::test]
+async fn asynchronous_results_leave_the_connections_synchronous() {
+    let Some(url) = url() else { return };
+    let made = fresh_in(&url).await;
+    let schema: String = sqlx::query_scalar("SELECT current_schema()")
+        .fetch_one(made.pool())
+        .await
+        .unwrap();
+    let options: PgConnectOptions = url.parse().unwrap();
+    for synchronous in [false, true] {
+        // One connection, so every statement below runs on it.
+        let store = PostgresStore::connect_with(
+            PgPoolOptions::new().max_connections(1),
+            options.clone().options([("search_path", schema.as_str())]),
+        )
+        .await
+        .unwrap()
+        .with_synchronous_results(synchronous);
+        let before: String = sqlx::query_scalar("SHOW synchronous_commit")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        store.put_endpoint(endpoint("ep_a")).await.unwrap();
+        let n = if synchronous { 2 } else { 1 };
+        publish_to_all(&store, n).await;
+        let t0 = datetime!(2026-01-01 12:00 UTC);
+        let claimed = store
+            .claim_due(t0, Duration::from_secs(60), 10)
+            .await
+            .unwrap();
+        assert!(!claimed.is_empty());
+        for c in claimed {
+            let mut delivery = c.delivery.clone();
+            delivery.release(&c.claim, t0).unwrap();
+            store
+                .save(
+                    delivery,
+                    c.claim.token(),
+                    hookway::delivery::StateKind::InFlight,
+                    None,
+                )
+                .await
+                .unwrap();
+        }
+        let after: String = sqlx::query_scalar("SHOW synchronous_commit")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(
+            before, after,
+            "a claim or save changed the connection's setting"
+        );
+        store.pool().close().await;
+    }
+}

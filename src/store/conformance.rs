@@ -823,6 +823,95 @@ pub async fn prune_removes_finished_deliveries<S: Store>(store: S) {
     ));
 }
 
+/// The publish path's endpoint list: an event made from the list
+/// [`Store::publish_endpoints`] returned is stored; once an endpoint has
+/// changed, an event made from the old list is either refused with
+/// [`StoreError::EndpointsChanged`] (a store that versions its list) or
+/// stored (one that does not, `version: None`), and never half-stored; and
+/// an endpoint a claim hands over is the endpoint as stored at the claim.
+pub async fn publish_endpoints_and_claimed_endpoints<S: Store>(store: S) {
+    store
+        .put_endpoint(endpoint(&EP_A))
+        .await
+        .expect("put_endpoint");
+    let first = store.publish_endpoints().await.expect("publish_endpoints");
+    let listed: Vec<&EndpointId> = first.endpoints.iter().map(|e| e.id()).collect();
+    assert_eq!(
+        listed,
+        [&EP_A],
+        "publish_endpoints must list every endpoint"
+    );
+    assert!(matches!(
+        store
+            .insert_event_at(event(1, T0), vec![delivery(1, &EP_A, T0)], first.version)
+            .await
+            .expect("insert_event_at with a current list"),
+        Inserted::New(_)
+    ));
+    store
+        .put_endpoint(endpoint(&EP_B))
+        .await
+        .expect("put_endpoint");
+    let stale = store
+        .insert_event_at(event(2, T0), vec![delivery(2, &EP_A, T0)], first.version)
+        .await;
+    match (first.version, stale) {
+        (Some(_), Err(StoreError::EndpointsChanged)) => {
+            assert!(
+                store.event(&message(2)).await.expect("event").is_none(),
+                "a refused event must not be stored"
+            );
+            assert!(
+                store
+                    .delivery(&delivery(2, &EP_A, T0).id().clone())
+                    .await
+                    .expect("delivery")
+                    .is_none(),
+                "a refused event's deliveries must not be stored"
+            );
+        }
+        (Some(version), other) => panic!(
+            "an event made from endpoint list version {version} was not refused after an \
+             endpoint changed: {other:?}"
+        ),
+        (None, result) => assert!(matches!(
+            result.expect("insert_event_at without a version"),
+            Inserted::New(_)
+        )),
+    }
+    let second = store.publish_endpoints().await.expect("publish_endpoints");
+    let listed: Vec<&EndpointId> = second.endpoints.iter().map(|e| e.id()).collect();
+    assert_eq!(
+        listed,
+        [&EP_A, &EP_B],
+        "publish_endpoints must show a new endpoint"
+    );
+    store
+        .insert_event_at(event(3, T0), vec![delivery(3, &EP_B, T0)], second.version)
+        .await
+        .expect("insert_event_at with the new list");
+    // A claim after a change hands over the endpoint as changed, or none.
+    assert!(store
+        .set_endpoint_enabled(&EP_B, false)
+        .await
+        .expect("set_endpoint_enabled"));
+    let claimed = store.claim_due(T0, LEASE, 10).await.expect("claim_due");
+    assert!(!claimed.is_empty(), "the published deliveries are due");
+    for c in &claimed {
+        if let Some(endpoint) = &c.endpoint {
+            let endpoint = endpoint
+                .as_ref()
+                .expect("the claimed delivery's endpoint exists");
+            assert_eq!(endpoint.id(), c.delivery.endpoint_id());
+            assert_eq!(
+                endpoint.is_enabled(),
+                endpoint.id() != &EP_B,
+                "a claim handed over an endpoint as it was before it changed"
+            );
+        }
+    }
+}
+
 /// Runs every check, each on a fresh store from `make`.
 pub async fn run_all<S, F, Fut>(make: F)
 where
@@ -841,6 +930,7 @@ where
     replay_adds_deliveries(make().await).await;
     queue_head_is_the_oldest_unfinished(make().await).await;
     prune_removes_finished_deliveries(make().await).await;
+    publish_endpoints_and_claimed_endpoints(make().await).await;
 }
 
 /// Writes one `#[tokio::test]` per conformance check, each on a fresh store
@@ -877,7 +967,8 @@ macro_rules! store_conformance {
             listing,
             replay_adds_deliveries,
             queue_head_is_the_oldest_unfinished,
-            prune_removes_finished_deliveries
+            prune_removes_finished_deliveries,
+            publish_endpoints_and_claimed_endpoints
         );
     };
     (@tests $store:expr; $($check:ident),+) => {

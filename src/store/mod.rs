@@ -80,6 +80,26 @@ impl Inserted {
     }
 }
 
+/// The endpoints a publish fans out to, as [`Store::publish_endpoints`]
+/// read them.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct EndpointList {
+    /// Every endpoint, ordered by id.
+    pub endpoints: Vec<Arc<Endpoint>>,
+    /// The store's version of the endpoint list this was read at, if it
+    /// keeps one: [`Store::insert_event_at`] refuses an event whose
+    /// deliveries were made from a list that is no longer current.
+    pub version: Option<u64>,
+}
+
+impl EndpointList {
+    /// A list read at `version` (for store implementations).
+    pub fn new(endpoints: Vec<Arc<Endpoint>>, version: Option<u64>) -> Self {
+        Self { endpoints, version }
+    }
+}
+
 /// A delivery claimed by [`Store::claim_due`], with the payload its attempt
 /// sends (so a worker needs no second read per delivery).
 #[derive(Clone, Debug)]
@@ -91,6 +111,11 @@ pub struct Claimed {
     pub claim: Claim,
     /// The event's serialised body, exactly as published.
     pub payload: Bytes,
+    /// The delivery's endpoint as it was when the claim was made, if the
+    /// store had it at hand; otherwise the engine reads it with
+    /// [`Store::endpoint`]. `None` inside `Some` is an endpoint that no
+    /// longer exists.
+    pub endpoint: Option<Option<Arc<Endpoint>>>,
 }
 
 impl Claimed {
@@ -101,7 +126,16 @@ impl Claimed {
             delivery,
             claim,
             payload,
+            endpoint: None,
         }
+    }
+
+    /// Adds the delivery's endpoint as of the claim (`None`: it no longer
+    /// exists), so the engine need not read it.
+    #[must_use]
+    pub fn with_endpoint(mut self, endpoint: Option<Arc<Endpoint>>) -> Self {
+        self.endpoint = Some(endpoint);
+        self
     }
 }
 
@@ -203,6 +237,11 @@ pub enum StoreError {
     /// No such delivery or endpoint.
     #[error("{0} not found")]
     NotFound(String),
+    /// [`Store::insert_event_at`] refused an event whose deliveries were
+    /// made from an endpoint list that changed since it was read; the
+    /// engine reads the list again and retries.
+    #[error("the endpoints changed since they were read")]
+    EndpointsChanged,
     /// The backend failed.
     #[error("store backend failed: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -261,6 +300,30 @@ pub trait Store: Send + Sync + 'static {
         event: StoredEvent,
         deliveries: Vec<Delivery>,
     ) -> impl Future<Output = Result<Inserted, StoreError>> + Send;
+
+    /// The endpoints a publish fans out to, with the list's version if the
+    /// store keeps one (a store shared by several processes can then serve
+    /// the list from a cache and let [`insert_event_at`](Self::insert_event_at)
+    /// catch a stale one). The default reads [`endpoints`](Self::endpoints),
+    /// with no version.
+    fn publish_endpoints(&self) -> impl Future<Output = Result<EndpointList, StoreError>> + Send {
+        async move { Ok(EndpointList::new(self.endpoints().await?, None)) }
+    }
+
+    /// [`insert_event`](Self::insert_event), for deliveries made from the
+    /// endpoint list at `version` (from [`publish_endpoints`](Self::publish_endpoints)):
+    /// if the store's list has changed since, nothing is stored and the
+    /// result is [`StoreError::EndpointsChanged`]. The default ignores the
+    /// version.
+    fn insert_event_at(
+        &self,
+        event: StoredEvent,
+        deliveries: Vec<Delivery>,
+        version: Option<u64>,
+    ) -> impl Future<Output = Result<Inserted, StoreError>> + Send {
+        let _ = version;
+        self.insert_event(event, deliveries)
+    }
 
     /// One event, payload included.
     fn event(

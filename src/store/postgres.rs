@@ -30,18 +30,23 @@
 //! Processes cache endpoints and notice changes made by other processes
 //! through a revision number read with each lookup.
 
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::Row;
 use time::OffsetDateTime;
+use tokio::sync::oneshot;
 
 use super::sql::{
     backend, claims, corrupt, finished_at, from_json, from_nanos, nanos, to_json, EndpointCache,
 };
-use super::{Claimed, DeliveryQuery, Inserted, Prune, Save, Store, StoreError, StoredEvent};
+use super::{
+    Claimed, DeliveryQuery, EndpointList, Inserted, Prune, Save, Store, StoreError, StoredEvent,
+};
 use crate::delivery::{Attempt, Delivery, DeliveryId, EndpointId, StateKind};
 use crate::endpoint::Endpoint;
 use crate::event::{EventType, MessageId};
@@ -63,6 +68,51 @@ const MIGRATION_LOCK: i64 = 0x0068_6f6f_6b77_6179;
 pub struct PostgresStore {
     pool: PgPool,
     endpoints: Arc<EndpointCache>,
+    shared: Arc<Shared>,
+    /// Claims and attempt results wait for their commit to reach disk.
+    synchronous_results: bool,
+}
+
+/// What clones of a store share besides the pool.
+#[derive(Default)]
+struct Shared {
+    /// The newest endpoint list version this process has seen.
+    seen: AtomicI64,
+    /// The endpoint list at a version, for publishes and claims.
+    list: Mutex<Option<Listed>>,
+    /// Publishes waiting for a writer.
+    publishes: Mutex<PublishQueue>,
+}
+
+/// The endpoint list read at `version`.
+struct Listed {
+    version: i64,
+    endpoints: Vec<Arc<Endpoint>>,
+    by_id: HashMap<EndpointId, Arc<Endpoint>>,
+}
+
+#[derive(Default)]
+struct PublishQueue {
+    waiting: VecDeque<Publish>,
+    writers: usize,
+}
+
+/// One `insert_event_at` waiting to be written with others.
+struct Publish {
+    event: StoredEvent,
+    deliveries: Vec<Delivery>,
+    version: Option<u64>,
+    reply: oneshot::Sender<Result<Inserted, StoreError>>,
+}
+
+/// Publishes written at once by one statement, at most.
+const MAX_PUBLISH_BATCH: usize = 256;
+/// Statements writing publishes at once, at most. While they run, new
+/// publishes queue up and go together in the next one.
+const PUBLISH_WRITERS: usize = 2;
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -115,6 +165,8 @@ impl PostgresStore {
         Ok(Self {
             pool,
             endpoints: Arc::new(EndpointCache::default()),
+            shared: Arc::new(Shared::default()),
+            synchronous_results: false,
         })
     }
 
@@ -123,6 +175,21 @@ impl PostgresStore {
     #[cfg(feature = "receive")]
     pub fn idempotency(&self) -> super::idempotency::SqlIdempotency<Self> {
         super::idempotency::SqlIdempotency::new(self.clone())
+    }
+
+    /// Whether claims and attempt results wait until their commit is on
+    /// disk, as publishes always do. Off by default: they are committed
+    /// with `synchronous_commit = off`, so a crash of the database server
+    /// (not of a sender) can forget the last moments of them. Nothing
+    /// published is lost by that: a forgotten claim or result leaves its
+    /// delivery pending or in flight, and it is sent again (delivery is
+    /// at-least-once; receivers de-duplicate by message id). What it costs
+    /// is a duplicate send, and attempt log rows of that moment. Turn it on
+    /// to trade throughput for exact attempt logs across database crashes.
+    #[must_use]
+    pub fn with_synchronous_results(mut self, synchronous: bool) -> Self {
+        self.synchronous_results = synchronous;
+        self
     }
 
     /// The pool, for your own queries.
@@ -140,6 +207,316 @@ impl PostgresStore {
             || row.try_get("record").map_err(backend),
             enabled,
         )
+    }
+
+    /// Notes an endpoint list version read from the database.
+    fn saw(&self, version: i64) {
+        self.shared.seen.fetch_max(version, Ordering::AcqRel);
+    }
+
+    /// Forgets the cached list after this process changed an endpoint.
+    fn endpoints_changed(&self, id: &EndpointId) {
+        self.endpoints.forget(id);
+        *lock(&self.shared.list) = None;
+    }
+
+    /// The cached endpoint list, if it is at the newest version seen (or at
+    /// `version`, if given).
+    fn cached_list(&self, version: Option<i64>) -> Option<(i64, Vec<Arc<Endpoint>>)> {
+        let want = version.unwrap_or_else(|| self.shared.seen.load(Ordering::Acquire));
+        lock(&self.shared.list)
+            .as_ref()
+            .filter(|listed| listed.version == want)
+            .map(|listed| (listed.version, listed.endpoints.clone()))
+    }
+
+    /// The endpoints of claimed deliveries from the cached list, if it is
+    /// at `version`.
+    fn listed_endpoints(
+        &self,
+        version: i64,
+        ids: &[&EndpointId],
+    ) -> Option<Vec<Option<Arc<Endpoint>>>> {
+        let list = lock(&self.shared.list);
+        let listed = list.as_ref().filter(|listed| listed.version == version)?;
+        Some(
+            ids.iter()
+                .map(|id| listed.by_id.get(*id).cloned())
+                .collect(),
+        )
+    }
+
+    /// Reads every endpoint and the list's version, and caches them: the
+    /// small columns first, and the records only of endpoints this process
+    /// has not built at their revision.
+    async fn read_endpoints(&self) -> Result<(i64, Vec<Arc<Endpoint>>), StoreError> {
+        let rows = sqlx::query(
+            "SELECT v.version, e.id, e.revision, e.enabled
+             FROM hookway_endpoint_version v LEFT JOIN hookway_endpoints e ON TRUE
+             ORDER BY e.id COLLATE \"C\"",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        let mut version = 0;
+        let mut found = Vec::with_capacity(rows.len());
+        let mut missing = Vec::new();
+        for row in &rows {
+            version = row.try_get("version").map_err(backend)?;
+            let Some(id): Option<String> = row.try_get("id").map_err(backend)? else {
+                continue;
+            };
+            let revision: i64 = row.try_get("revision").map_err(backend)?;
+            match self.endpoints.current(&id, revision) {
+                Some(endpoint) => found.push(Some(endpoint)),
+                None => {
+                    missing.push((found.len(), id));
+                    found.push(None);
+                }
+            }
+        }
+        if !missing.is_empty() {
+            let ids: Vec<&str> = missing.iter().map(|(_, id)| id.as_str()).collect();
+            let rows = sqlx::query(
+                "SELECT id, revision, record, enabled FROM hookway_endpoints WHERE id = ANY($1)",
+            )
+            .bind(&ids)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+            for row in &rows {
+                let endpoint = self.endpoint_from(row)?;
+                if let Some((i, _)) = missing.iter().find(|(_, id)| id == endpoint.id().as_str()) {
+                    found[*i] = Some(endpoint);
+                }
+            }
+        }
+        // An endpoint deleted between the two reads is left out. One
+        // changed between them has a newer revision than `version`, so an
+        // event made from this list is refused and made again.
+        let endpoints: Vec<Arc<Endpoint>> = found.into_iter().flatten().collect();
+        self.saw(version);
+        let by_id = endpoints
+            .iter()
+            .map(|e| (e.id().clone(), Arc::clone(e)))
+            .collect();
+        let mut list = lock(&self.shared.list);
+        if list.as_ref().is_none_or(|listed| listed.version <= version) {
+            *list = Some(Listed {
+                version,
+                endpoints: endpoints.clone(),
+                by_id,
+            });
+        }
+        Ok((version, endpoints))
+    }
+
+    /// Takes the next batch of waiting publishes, with distinct event ids
+    /// (a second publish of an id waits for the next batch, where it finds
+    /// the first one's event), or stops being a writer if none wait.
+    fn next_publishes(&self) -> Option<Vec<Publish>> {
+        let mut queue = lock(&self.shared.publishes);
+        if queue.waiting.is_empty() {
+            queue.writers -= 1;
+            return None;
+        }
+        let mut batch: Vec<Publish> = Vec::new();
+        let mut later = VecDeque::new();
+        while let Some(publish) = queue.waiting.pop_front() {
+            if batch.len() == MAX_PUBLISH_BATCH {
+                later.push_back(publish);
+                break;
+            }
+            if batch.iter().any(|p| p.event.id == publish.event.id) {
+                later.push_back(publish);
+            } else {
+                batch.push(publish);
+            }
+        }
+        later.append(&mut queue.waiting);
+        queue.waiting = later;
+        Some(batch)
+    }
+
+    /// A writer: writes waiting publishes, a batch per statement, until
+    /// none wait.
+    async fn write_publishes(self) {
+        // Answers what is left if this task unwinds, so no publish waits
+        // for a writer that is gone.
+        struct Stop(PostgresStore);
+        impl Drop for Stop {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    let mut queue = lock(&self.0.shared.publishes);
+                    queue.writers -= 1;
+                    for publish in queue.waiting.drain(..) {
+                        let _ = publish.reply.send(Err(StoreError::Backend(
+                            "the publish writer stopped".into(),
+                        )));
+                    }
+                }
+            }
+        }
+        let stop = Stop(self);
+        while let Some(batch) = stop.0.next_publishes() {
+            stop.0.insert_events(batch).await;
+        }
+    }
+
+    /// Writes a batch of publishes in one statement and answers each.
+    async fn insert_events(&self, batch: Vec<Publish>) {
+        match self.try_insert_events(&batch).await {
+            Ok(results) => {
+                for (publish, result) in batch.into_iter().zip(results) {
+                    let _ = publish.reply.send(result);
+                }
+            }
+            Err(error) => {
+                let message = error.to_string();
+                for publish in batch {
+                    let _ = publish
+                        .reply
+                        .send(Err(StoreError::Backend(message.clone().into())));
+                }
+            }
+        }
+    }
+
+    async fn try_insert_events(
+        &self,
+        batch: &[Publish],
+    ) -> Result<Vec<Result<Inserted, StoreError>>, StoreError> {
+        let n = batch.len();
+        let (mut ids, mut types, mut channels, mut payloads, mut created, mut expected) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let mut places = Vec::new();
+        let mut deliveries = Vec::new();
+        for (i, publish) in batch.iter().enumerate() {
+            let event = &publish.event;
+            ids.push(event.id.as_str());
+            types.push(event.event_type.as_str());
+            channels.push(to_json(&event.channels, "channels")?);
+            payloads.push(event.payload.as_ref());
+            created.push(nanos(event.created_at));
+            expected.push(
+                publish
+                    .version
+                    .map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
+            );
+            let place = i64::try_from(i + 1).unwrap_or(i64::MAX);
+            for delivery in &publish.deliveries {
+                places.push(place);
+                deliveries.push(delivery);
+            }
+        }
+        let columns = DeliveryColumns::of(deliveries)?;
+        // The events and their deliveries in one statement: one round trip
+        // and one commit for the batch, atomic without a transaction. An
+        // event is left out if its id exists, or if it expects an endpoint
+        // list version that is not the current one.
+        let rows = sqlx::query(
+            "WITH current AS (
+                SELECT version FROM hookway_endpoint_version
+             ), input AS (
+                SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bytea[],
+                                     $5::bigint[], $6::bigint[]) WITH ORDINALITY
+                    AS i(id, event_type, channels, payload, created_at, expected, n)
+             ), event AS (
+                INSERT INTO hookway_events (id, event_type, channels, payload, created_at)
+                SELECT i.id, i.event_type, i.channels, i.payload, i.created_at
+                FROM input i, current
+                WHERE i.expected IS NULL OR i.expected = current.version
+                ORDER BY i.n
+                ON CONFLICT (id) DO NOTHING
+                RETURNING seq, id
+             ), deliveries AS (
+                INSERT INTO hookway_deliveries
+                    (id, event_seq, endpoint_id, state, due_at, claims, created_at,
+                     finished_at, data)
+                SELECT u.id, event.seq, u.endpoint_id, u.state, u.due_at, u.claims,
+                       u.created_at, u.finished_at, u.data
+                FROM UNNEST($7::bigint[], $8::text[], $9::text[], $10::text[], $11::bigint[],
+                            $12::bigint[], $13::bigint[], $14::bigint[], $15::text[])
+                     AS u(n, id, endpoint_id, state, due_at, claims, created_at, finished_at,
+                          data)
+                JOIN input i ON i.n = u.n
+                JOIN event ON event.id = i.id
+             )
+             SELECT i.n, event.seq, current.version
+             FROM input i CROSS JOIN current LEFT JOIN event ON event.id = i.id",
+        )
+        .bind(&ids)
+        .bind(&types)
+        .bind(&channels)
+        .bind(&payloads)
+        .bind(&created)
+        .bind(&expected)
+        .bind(&places)
+        .bind(&columns.ids)
+        .bind(&columns.endpoints)
+        .bind(&columns.states)
+        .bind(&columns.due)
+        .bind(&columns.claims)
+        .bind(&columns.created)
+        .bind(&columns.finished)
+        .bind(&columns.data)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        let mut stored = vec![false; n];
+        let mut current = 0;
+        for row in &rows {
+            let place: i64 = row.try_get(0).map_err(backend)?;
+            let seq: Option<i64> = row.try_get(1).map_err(backend)?;
+            current = row.try_get(2).map_err(backend)?;
+            if let Some(slot) = usize::try_from(place - 1)
+                .ok()
+                .and_then(|i| stored.get_mut(i))
+            {
+                *slot = seq.is_some();
+            }
+        }
+        self.saw(current);
+        let mut results = Vec::with_capacity(n);
+        for (publish, stored) in batch.iter().zip(stored) {
+            results.push(if stored {
+                Ok(Inserted::New(
+                    publish.deliveries.iter().map(|d| d.id().clone()).collect(),
+                ))
+            } else if publish
+                .version
+                .is_some_and(|v| i64::try_from(v).ok() != Some(current))
+            {
+                Err(StoreError::EndpointsChanged)
+            } else {
+                self.existing_deliveries(&publish.event.id).await
+            });
+        }
+        Ok(results)
+    }
+
+    /// The deliveries of an event that is already stored.
+    async fn existing_deliveries(&self, event: &MessageId) -> Result<Inserted, StoreError> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT d.id FROM hookway_deliveries d
+             JOIN hookway_events e ON e.seq = d.event_seq
+             WHERE e.id = $1 ORDER BY d.seq",
+        )
+        .bind(event.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        let ids = ids
+            .into_iter()
+            .map(|id| DeliveryId::new(id).map_err(|e| corrupt("delivery id", e)))
+            .collect::<Result<_, _>>()?;
+        Ok(Inserted::Duplicate(ids))
     }
 }
 
@@ -204,7 +581,7 @@ struct DeliveryColumns {
 }
 
 impl DeliveryColumns {
-    fn of(deliveries: &[Delivery]) -> Result<Self, StoreError> {
+    fn of<'a>(deliveries: impl IntoIterator<Item = &'a Delivery>) -> Result<Self, StoreError> {
         let mut columns = Self::default();
         for delivery in deliveries {
             columns.ids.push(delivery.id().as_str().to_owned());
@@ -259,13 +636,17 @@ impl Store for PostgresStore {
 
     async fn put_endpoint(&self, endpoint: Endpoint) -> Result<(), StoreError> {
         let record = to_json(&endpoint.to_record(), "endpoint record")?;
+        // The row and the list's version change together.
         sqlx::query(
-            "INSERT INTO hookway_endpoints (id, record, enabled, revision)
-             VALUES ($1, $2, $3, 1)
+            "WITH version AS (
+                UPDATE hookway_endpoint_version SET version = version + 1 RETURNING version
+             )
+             INSERT INTO hookway_endpoints (id, record, enabled, revision)
+             SELECT $1, $2, $3, version FROM version
              ON CONFLICT (id) DO UPDATE SET
                 record = excluded.record,
                 enabled = excluded.enabled,
-                revision = hookway_endpoints.revision + 1",
+                revision = excluded.revision",
         )
         .bind(endpoint.id().as_str())
         .bind(record)
@@ -273,7 +654,7 @@ impl Store for PostgresStore {
         .execute(&self.pool)
         .await
         .map_err(backend)?;
-        self.endpoints.forget(endpoint.id());
+        self.endpoints_changed(endpoint.id());
         Ok(())
     }
 
@@ -283,14 +664,18 @@ impl Store for PostgresStore {
         enabled: bool,
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE hookway_endpoints SET enabled = $1, revision = revision + 1 WHERE id = $2",
+            "WITH version AS (
+                UPDATE hookway_endpoint_version SET version = version + 1 RETURNING version
+             )
+             UPDATE hookway_endpoints SET enabled = $1, revision = version.version
+             FROM version WHERE id = $2",
         )
         .bind(enabled)
         .bind(id.as_str())
         .execute(&self.pool)
         .await
         .map_err(backend)?;
-        self.endpoints.forget(id);
+        self.endpoints_changed(id);
         Ok(done.rows_affected() > 0)
     }
 
@@ -318,45 +703,17 @@ impl Store for PostgresStore {
     }
 
     async fn endpoints(&self) -> Result<Vec<Arc<Endpoint>>, StoreError> {
-        // Read on every publish: the small columns first, and the records
-        // only of endpoints this process has not built at their revision.
-        let rows = sqlx::query(
-            "SELECT id, revision, enabled FROM hookway_endpoints ORDER BY id COLLATE \"C\"",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(backend)?;
-        let mut found = Vec::with_capacity(rows.len());
-        let mut missing = Vec::new();
-        for (i, row) in rows.iter().enumerate() {
-            let id: String = row.try_get("id").map_err(backend)?;
-            let revision: i64 = row.try_get("revision").map_err(backend)?;
-            match self.endpoints.current(&id, revision) {
-                Some(endpoint) => found.push(Some(endpoint)),
-                None => {
-                    found.push(None);
-                    missing.push((i, id));
-                }
-            }
-        }
-        if !missing.is_empty() {
-            let ids: Vec<&str> = missing.iter().map(|(_, id)| id.as_str()).collect();
-            let rows = sqlx::query(
-                "SELECT id, revision, record, enabled FROM hookway_endpoints WHERE id = ANY($1)",
-            )
-            .bind(&ids)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?;
-            for row in &rows {
-                let endpoint = self.endpoint_from(row)?;
-                if let Some((i, _)) = missing.iter().find(|(_, id)| id == endpoint.id().as_str()) {
-                    found[*i] = Some(endpoint);
-                }
-            }
-        }
-        // An endpoint deleted between the two reads is left out.
-        Ok(found.into_iter().flatten().collect())
+        Ok(self.read_endpoints().await?.1)
+    }
+
+    async fn publish_endpoints(&self) -> Result<EndpointList, StoreError> {
+        // The cached list if it is at the newest version this process has
+        // seen; the insert checks that it is still the database's.
+        let (version, endpoints) = match self.cached_list(None) {
+            Some(listed) => listed,
+            None => self.read_endpoints().await?,
+        };
+        Ok(EndpointList::new(endpoints, u64::try_from(version).ok()))
     }
 
     async fn insert_event(
@@ -364,63 +721,40 @@ impl Store for PostgresStore {
         event: StoredEvent,
         deliveries: Vec<Delivery>,
     ) -> Result<Inserted, StoreError> {
-        let channels = to_json(&event.channels, "channels")?;
-        let columns = DeliveryColumns::of(&deliveries)?;
-        // The event and its deliveries in one statement: one round trip,
-        // atomic without a transaction, and nothing if the id exists.
-        let seq: Option<i64> = sqlx::query_scalar(
-            "WITH event AS (
-                INSERT INTO hookway_events (id, event_type, channels, payload, created_at)
-                VALUES ($1, $2, $3, $4, $5)
-                ON CONFLICT (id) DO NOTHING
-                RETURNING seq
-             ), deliveries AS (
-                INSERT INTO hookway_deliveries
-                    (id, event_seq, endpoint_id, state, due_at, claims, created_at,
-                     finished_at, data)
-                SELECT u.id, event.seq, u.endpoint_id, u.state, u.due_at, u.claims,
-                       u.created_at, u.finished_at, u.data
-                FROM event, UNNEST($6::text[], $7::text[], $8::text[], $9::bigint[],
-                                   $10::bigint[], $11::bigint[], $12::bigint[], $13::text[])
-                     AS u(id, endpoint_id, state, due_at, claims, created_at, finished_at, data)
-             )
-             SELECT seq FROM event",
-        )
-        .bind(event.id.as_str())
-        .bind(event.event_type.as_str())
-        .bind(channels)
-        .bind(event.payload.as_ref())
-        .bind(nanos(event.created_at))
-        .bind(&columns.ids)
-        .bind(&columns.endpoints)
-        .bind(&columns.states)
-        .bind(&columns.due)
-        .bind(&columns.claims)
-        .bind(&columns.created)
-        .bind(&columns.finished)
-        .bind(&columns.data)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(backend)?;
-        if seq.is_some() {
-            return Ok(Inserted::New(
-                deliveries.iter().map(|d| d.id().clone()).collect(),
-            ));
+        self.insert_event_at(event, deliveries, None).await
+    }
+
+    async fn insert_event_at(
+        &self,
+        event: StoredEvent,
+        deliveries: Vec<Delivery>,
+        version: Option<u64>,
+    ) -> Result<Inserted, StoreError> {
+        // Concurrent publishes are written together: each waits for a
+        // writer task, which writes whatever has queued up in one
+        // statement. The task, not this future, owns the write, so a
+        // publish whose caller gives up is written whole or not at all.
+        let (reply, answer) = oneshot::channel();
+        let start_writer = {
+            let mut queue = lock(&self.shared.publishes);
+            queue.waiting.push_back(Publish {
+                event,
+                deliveries,
+                version,
+                reply,
+            });
+            let start = queue.writers < PUBLISH_WRITERS;
+            if start {
+                queue.writers += 1;
+            }
+            start
+        };
+        if start_writer {
+            tokio::spawn(self.clone().write_publishes());
         }
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT d.id FROM hookway_deliveries d
-             JOIN hookway_events e ON e.seq = d.event_seq
-             WHERE e.id = $1 ORDER BY d.seq",
-        )
-        .bind(event.id.as_str())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(backend)?;
-        let ids = ids
-            .into_iter()
-            .map(|id| DeliveryId::new(id).map_err(|e| corrupt("delivery id", e)))
-            .collect::<Result<_, _>>()?;
-        Ok(Inserted::Duplicate(ids))
+        answer
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Backend("the publish writer stopped".into())))
     }
 
     async fn event(&self, id: &MessageId) -> Result<Option<StoredEvent>, StoreError> {
@@ -445,7 +779,8 @@ impl Store for PostgresStore {
         // Rows another process is claiming right now are skipped, not
         // waited for.
         let rows = sqlx::query(
-            "SELECT d.seq, d.data, e.payload
+            "SELECT d.seq, d.data, e.payload,
+                    (SELECT version FROM hookway_endpoint_version) AS version
              FROM hookway_deliveries d JOIN hookway_events e ON e.seq = d.event_seq
              WHERE d.due_at IS NOT NULL AND d.due_at <= $1
              ORDER BY d.due_at, d.id
@@ -460,7 +795,9 @@ impl Store for PostgresStore {
         let mut claimed = Vec::with_capacity(rows.len());
         let (mut seqs, mut states, mut due, mut counts, mut data) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut version = None;
         for row in rows {
+            version = Some(row.try_get::<i64, _>("version").map_err(backend)?);
             let seq: i64 = row.try_get("seq").map_err(backend)?;
             let mut delivery = match delivery_from(&row) {
                 Ok(delivery) => delivery,
@@ -484,10 +821,15 @@ impl Store for PostgresStore {
         }
         if !seqs.is_empty() {
             sqlx::query(
-                "UPDATE hookway_deliveries AS d
+                "WITH durability AS (
+                    SELECT set_config('synchronous_commit', CASE WHEN $6 THEN 'off'
+                        ELSE current_setting('synchronous_commit') END, true)
+                 )
+                 UPDATE hookway_deliveries AS d
                  SET state = u.state, due_at = u.due_at, claims = u.claims, data = u.data
                  FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::text[])
-                      AS u(seq, state, due_at, claims, data)
+                      AS u(seq, state, due_at, claims, data),
+                      durability
                  WHERE d.seq = u.seq",
             )
             .bind(&seqs)
@@ -495,11 +837,35 @@ impl Store for PostgresStore {
             .bind(&due)
             .bind(&counts)
             .bind(&data)
+            .bind(!self.synchronous_results)
             .execute(&mut *tx)
             .await
             .map_err(backend)?;
         }
         tx.commit().await.map_err(backend)?;
+        // Each delivery's endpoint as of the claim, from the cached list if
+        // it is at the version the claim read (or newer), so attempts need
+        // no read of their own.
+        if let (Some(version), false) = (version, claimed.is_empty()) {
+            self.saw(version);
+            let ids: Vec<&EndpointId> = claimed.iter().map(|c| c.delivery.endpoint_id()).collect();
+            let endpoints = match self.listed_endpoints(version, &ids) {
+                Some(endpoints) => Some(endpoints),
+                // The claim is made: if the list cannot be read now, the
+                // engine reads each endpoint itself.
+                None => match self.read_endpoints().await {
+                    Ok((read, _)) if read >= version => self.listed_endpoints(read, &ids),
+                    _ => None,
+                },
+            };
+            if let Some(endpoints) = endpoints {
+                claimed = claimed
+                    .into_iter()
+                    .zip(endpoints)
+                    .map(|(c, endpoint)| c.with_endpoint(endpoint))
+                    .collect();
+            }
+        }
         Ok(claimed)
     }
 
@@ -614,7 +980,10 @@ impl Store for PostgresStore {
         // result of the claim that took it over), and only the one whose
         // check passes is written.
         let saved: Vec<i64> = sqlx::query_scalar(
-            "WITH input AS (
+            "WITH durability AS (
+                SELECT set_config('synchronous_commit', CASE WHEN $10 THEN 'off'
+                    ELSE current_setting('synchronous_commit') END, true)
+             ), input AS (
                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[],
                                      $5::bigint[], $6::text[], $7::bigint[], $8::text[],
                                      $9::text[]) WITH ORDINALITY
@@ -624,7 +993,7 @@ impl Store for PostgresStore {
                 UPDATE hookway_deliveries d
                 SET state = i.state, due_at = i.due_at, claims = i.claims,
                     finished_at = i.finished_at, data = i.data
-                FROM input i
+                FROM input i, durability
                 WHERE d.id = i.id AND d.claims = i.expected_claims AND d.state = i.expected_state
                 RETURNING d.seq, i.n, i.attempt
              ), logged AS (
@@ -646,6 +1015,7 @@ impl Store for PostgresStore {
         .bind(&expected_claims)
         .bind(&expected_states)
         .bind(&attempts)
+        .bind(!self.synchronous_results)
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
