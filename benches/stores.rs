@@ -16,7 +16,7 @@
 //! | `STORES_BENCH_PAYLOAD` | payload bytes [4096] |
 //! | `STORES_BENCH_PUBLISHERS` | tasks publishing at once [8] |
 //! | `STORES_BENCH_WORKERS`, `_IN_FLIGHT`, `_CLAIM_BATCH` | Outbox settings [4, 64, 64] |
-//! | `STORES_BENCH_CLAIM_ROWS` | pending rows for the claim-latency phase [1000000] |
+//! | `STORES_BENCH_CLAIM_ROWS` | pending rows for the claim-latency phase, timed in turns with 12 801 [1000000] |
 //! | `STORES_BENCH_PHASES` | `throughput`, `claim` [both] |
 //! | `STORES_BENCH_STORES` | `memory`, `sqlite`, `postgres` [all three] |
 //! | `STORES_BENCH_SCENARIOS` | `single`, `fanout` [both] |
@@ -509,20 +509,29 @@ async fn seed<S: Store>(store: &S) {
         .expect("seed event");
 }
 
-/// Times `samples` claims of `batch` deliveries each.
-async fn time_claims<S: Store>(store: &S, samples: usize, batch: usize) -> Vec<Duration> {
+/// Times `samples` claims of `batch` deliveries each on two stores, taking
+/// turns, so that the machine's noise falls on both alike.
+async fn time_claims<S: Store>(
+    stores: [&S; 2],
+    samples: usize,
+    batch: usize,
+) -> [Vec<Duration>; 2] {
     let now = time::OffsetDateTime::UNIX_EPOCH + time::Duration::days(30_000);
-    let mut times = Vec::with_capacity(samples);
+    let mut times = [Vec::with_capacity(samples), Vec::with_capacity(samples)];
     for _ in 0..samples {
-        let started = Instant::now();
-        let claimed = store
-            .claim_due(now, Duration::from_secs(3600), batch)
-            .await
-            .expect("claim");
-        times.push(started.elapsed());
-        assert_eq!(claimed.len(), batch, "the table ran out of due deliveries");
+        for (store, times) in stores.iter().zip(times.iter_mut()) {
+            let started = Instant::now();
+            let claimed = store
+                .claim_due(now, Duration::from_secs(3600), batch)
+                .await
+                .expect("claim");
+            times.push(started.elapsed());
+            assert_eq!(claimed.len(), batch, "the table ran out of due deliveries");
+        }
     }
-    times.sort();
+    for times in &mut times {
+        times.sort();
+    }
     times
 }
 
@@ -533,86 +542,113 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// A SQLite store with `rows` pending deliveries.
+async fn sqlite_with(rows: usize) -> (SqliteStore, PathBuf) {
+    let path = sqlite_path(&format!("claim_{rows}"));
+    let store = SqliteStore::open(&path).await.expect("sqlite");
+    seed(&store).await;
+    let started = Instant::now();
+    // A bulk copy through a connection of our own.
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("sqlite connection");
+    sqlx::query(
+        "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < ?1)
+         INSERT INTO hookway_deliveries
+            (id, event_seq, endpoint_id, state, due_at, claims, created_at, finished_at, data)
+         SELECT 'dlv_' || n, t.event_seq, t.endpoint_id, t.state, t.due_at + n, 0,
+                t.created_at, NULL, replace(t.data, ?2, 'dlv_' || n)
+         FROM g, (SELECT * FROM hookway_deliveries WHERE id = ?2) AS t",
+    )
+    .bind(i64::try_from(rows - 1).expect("rows"))
+    .bind(TEMPLATE)
+    .execute(&mut conn)
+    .await
+    .expect("fill");
+    sqlx::query("ANALYZE")
+        .execute(&mut conn)
+        .await
+        .expect("analyze");
+    conn.close().await.expect("close");
+    println!(
+        "SQLite: {rows} pending rows written in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    (store, path)
+}
+
+/// A Postgres store, in a schema of its own, with `rows` pending
+/// deliveries.
+async fn postgres_with(config: &Config, rows: usize) -> PostgresStore {
+    let store = postgres_store(&config.postgres, &format!("hookway_bench_claim_{rows}"), 4).await;
+    seed(&store).await;
+    let started = Instant::now();
+    sqlx::query(
+        "INSERT INTO hookway_deliveries
+            (id, event_seq, endpoint_id, state, due_at, claims, created_at, finished_at, data)
+         SELECT 'dlv_' || n, t.event_seq, t.endpoint_id, t.state, t.due_at + n, 0,
+                t.created_at, NULL, replace(t.data, $2, 'dlv_' || n)
+         FROM generate_series(1, $1) AS n,
+              (SELECT * FROM hookway_deliveries WHERE id = $2) AS t",
+    )
+    .bind(i64::try_from(rows - 1).expect("rows"))
+    .bind(TEMPLATE)
+    .execute(store.pool())
+    .await
+    .expect("fill");
+    sqlx::query("ANALYZE hookway_deliveries")
+        .execute(store.pool())
+        .await
+        .expect("analyze");
+    println!(
+        "Postgres: {rows} pending rows written in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    store
+}
+
 async fn claim_latency(config: &Config) -> Vec<(Kind, usize, Vec<Duration>)> {
     let samples = 200;
     let batch = config.claim_batch;
+    let few = 1_000.max(samples * batch + 1);
+    let many = config.claim_rows.max(samples * batch + 1);
     let mut results = Vec::new();
-    for rows in [
-        1_000.max(samples * batch + 1),
-        config.claim_rows.max(samples * batch + 1),
-    ] {
-        // SQLite: a bulk copy through a connection of our own.
-        let path = sqlite_path(&format!("claim_{rows}"));
-        let store = SqliteStore::open(&path).await.expect("sqlite");
-        seed(&store).await;
-        let started = Instant::now();
-        {
-            let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-                .await
-                .expect("sqlite connection");
-            sqlx::query(
-                "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < ?1)
-                 INSERT INTO hookway_deliveries
-                    (id, event_seq, endpoint_id, state, due_at, claims, created_at, finished_at, data)
-                 SELECT 'dlv_' || n, t.event_seq, t.endpoint_id, t.state, t.due_at + n, 0,
-                        t.created_at, NULL, replace(t.data, ?2, 'dlv_' || n)
-                 FROM g, (SELECT * FROM hookway_deliveries WHERE id = ?2) AS t",
-            )
-            .bind(i64::try_from(rows - 1).expect("rows"))
-            .bind(TEMPLATE)
-            .execute(&mut conn)
-            .await
-            .expect("fill");
-            sqlx::query("ANALYZE")
-                .execute(&mut conn)
-                .await
-                .expect("analyze");
-            conn.close().await.expect("close");
+    if config.stores.contains(&Kind::Sqlite) {
+        let (small, small_path) = sqlite_with(few).await;
+        let (large, large_path) = sqlite_with(many).await;
+        let [a, b] = time_claims([&small, &large], samples, batch).await;
+        results.push((Kind::Sqlite, few, a));
+        results.push((Kind::Sqlite, many, b));
+        for (store, path) in [(small, small_path), (large, large_path)] {
+            store.close().await;
+            let _ = std::fs::remove_file(&path);
         }
-        println!(
-            "SQLite: {rows} pending rows written in {:.1} s",
-            started.elapsed().as_secs_f64()
-        );
-        results.push((
-            Kind::Sqlite,
-            rows,
-            time_claims(&store, samples, batch).await,
-        ));
-        store.close().await;
-        let _ = std::fs::remove_file(&path);
-
-        let store = postgres_store(&config.postgres, "hookway_bench_claim", 4).await;
-        seed(&store).await;
-        let started = Instant::now();
-        sqlx::query(
-            "INSERT INTO hookway_deliveries
-                (id, event_seq, endpoint_id, state, due_at, claims, created_at, finished_at, data)
-             SELECT 'dlv_' || n, t.event_seq, t.endpoint_id, t.state, t.due_at + n, 0,
-                    t.created_at, NULL, replace(t.data, $2, 'dlv_' || n)
-             FROM generate_series(1, $1) AS n,
-                  (SELECT * FROM hookway_deliveries WHERE id = $2) AS t",
-        )
-        .bind(i64::try_from(rows - 1).expect("rows"))
-        .bind(TEMPLATE)
-        .execute(store.pool())
-        .await
-        .expect("fill");
-        sqlx::query("ANALYZE hookway_deliveries")
-            .execute(store.pool())
-            .await
-            .expect("analyze");
-        println!(
-            "Postgres: {rows} pending rows written in {:.1} s",
-            started.elapsed().as_secs_f64()
-        );
-        results.push((
-            Kind::Postgres,
-            rows,
-            time_claims(&store, samples, batch).await,
-        ));
-        store.pool().close().await;
+    }
+    if config.stores.contains(&Kind::Postgres) {
+        let small = postgres_with(config, few).await;
+        let large = postgres_with(config, many).await;
+        let [a, b] = time_claims([&small, &large], samples, batch).await;
+        results.push((Kind::Postgres, few, a));
+        results.push((Kind::Postgres, many, b));
+        for (store, rows) in [(small, few), (large, many)] {
+            store.pool().close().await;
+            drop_schema(config, &format!("hookway_bench_claim_{rows}")).await;
+        }
     }
     results
+}
+
+/// Drops a schema the bench made (a table of millions of rows is not worth
+/// keeping around).
+async fn drop_schema(config: &Config, schema: &str) {
+    let mut admin = sqlx::PgConnection::connect(&config.postgres)
+        .await
+        .expect("postgres");
+    sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .execute(&mut admin)
+        .await
+        .expect("drop schema");
+    admin.close().await.expect("close");
 }
 
 fn report_claims(config: &Config, results: &[(Kind, usize, Vec<Duration>)]) {

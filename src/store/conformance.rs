@@ -35,7 +35,7 @@ use bytes::Bytes;
 use time::macros::datetime;
 use time::OffsetDateTime;
 
-use super::{DeliveryQuery, Inserted, Prune, Store, StoreError, StoredEvent};
+use super::{DeliveryQuery, Inserted, Prune, Save, Store, StoreError, StoredEvent};
 use crate::delivery::{AttemptReport, Delivery, DeliveryId, DeliveryState, EndpointId, StateKind};
 use crate::endpoint::Endpoint;
 use crate::event::{EventType, MessageId};
@@ -823,6 +823,88 @@ pub async fn prune_removes_finished_deliveries<S: Store>(store: S) {
     ));
 }
 
+/// Pruning a backlog larger than a store's unit of work (the SQL stores
+/// prune 1 000 deliveries per transaction) removes all of it, with the
+/// attempts and the events.
+pub async fn prune_removes_a_large_backlog<S: Store>(store: S) {
+    const N: usize = 2_500;
+    let deliveries: Vec<Delivery> = (0..N)
+        .map(|i| {
+            Delivery::new(
+                DeliveryId::new(format!("dlv_conf_bulk_{i}")).expect("a valid delivery id"),
+                message(1),
+                TYPE,
+                EP_A.clone(),
+                T0,
+            )
+        })
+        .collect();
+    let ids: Vec<DeliveryId> = deliveries.iter().map(|d| d.id().clone()).collect();
+    store
+        .insert_event(event(1, T0), deliveries)
+        .await
+        .expect("insert_event");
+    // Another event, kept: one of its deliveries is still pending.
+    publish(&store, 2, &[&EP_A, &EP_B], T0 + secs(1)).await;
+    let claimed = store.claim_due(T0, LEASE, N).await.expect("claim_due");
+    assert_eq!(
+        claimed.len(),
+        N,
+        "the first event's deliveries are due first"
+    );
+    let policy = no_retries();
+    let ok = response(200);
+    let saves = claimed
+        .into_iter()
+        .map(|c| {
+            let mut delivery = c.delivery;
+            let attempt = AttemptReport::from_response(
+                &ok,
+                &Classifier::default(),
+                T0,
+                Duration::from_millis(5),
+            );
+            let completed = delivery
+                .complete(
+                    &c.claim,
+                    attempt,
+                    &policy,
+                    T0,
+                    &mut SplitMix64::from_seed(7),
+                )
+                .expect("complete a fresh claim");
+            Save::new(
+                delivery,
+                c.claim.token(),
+                StateKind::InFlight,
+                Some(completed.attempt),
+            )
+        })
+        .collect();
+    for result in store.save_all(saves).await.expect("save_all") {
+        result.expect("a save of a fresh claim");
+    }
+    let pruned = store
+        .prune(Prune::delivered_before(T0 + secs(10)))
+        .await
+        .expect("prune");
+    assert_eq!(pruned, N, "every delivered delivery is pruned");
+    for id in [&ids[0], &ids[N / 2], &ids[N - 1]] {
+        assert!(store.delivery(id).await.expect("delivery").is_none());
+        assert!(store.attempts(id).await.expect("attempts").is_empty());
+    }
+    assert!(
+        store.event(&message(1)).await.expect("event").is_none(),
+        "an event goes with its last delivery"
+    );
+    assert!(store.event(&message(2)).await.expect("event").is_some());
+    let left = store
+        .deliveries(&DeliveryQuery::default())
+        .await
+        .expect("deliveries");
+    assert_eq!(left.len(), 2, "only the second event's deliveries are left");
+}
+
 /// The publish path's endpoint list: an event made from the list
 /// [`Store::publish_endpoints`] returned is stored; once an endpoint has
 /// changed, an event made from the old list is either refused with
@@ -931,6 +1013,7 @@ where
     queue_head_is_the_oldest_unfinished(make().await).await;
     prune_removes_finished_deliveries(make().await).await;
     publish_endpoints_and_claimed_endpoints(make().await).await;
+    prune_removes_a_large_backlog(make().await).await;
 }
 
 /// Writes one `#[tokio::test]` per conformance check, each on a fresh store
@@ -968,7 +1051,8 @@ macro_rules! store_conformance {
             replay_adds_deliveries,
             queue_head_is_the_oldest_unfinished,
             prune_removes_finished_deliveries,
-            publish_endpoints_and_claimed_endpoints
+            publish_endpoints_and_claimed_endpoints,
+            prune_removes_a_large_backlog
         );
     };
     (@tests $store:expr; $($check:ident),+) => {

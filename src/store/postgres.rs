@@ -105,6 +105,9 @@ struct Publish {
     reply: oneshot::Sender<Result<Inserted, StoreError>>,
 }
 
+/// Deliveries removed per statement by `prune`.
+const PRUNE_CHUNK: usize = 1000;
+
 /// Publishes written at once by one statement, at most.
 const MAX_PUBLISH_BATCH: usize = 256;
 /// Statements writing publishes at once, at most. While they run, new
@@ -886,47 +889,71 @@ impl Store for PostgresStore {
         // A cut of `None` matches nothing: no finish time is below it.
         let delivered = prune.delivered_before.map_or(i64::MIN, nanos);
         let failed = prune.failed_before.map_or(i64::MIN, nanos);
-        let removed: i64 = sqlx::query_scalar(
-            "WITH doomed AS (
-                SELECT seq, event_seq FROM hookway_deliveries
-                WHERE (state = 'delivered' AND finished_at < $1)
-                   OR (state = 'failed' AND finished_at < $2)
-                FOR UPDATE
-             ), attempts AS (
-                DELETE FROM hookway_attempts WHERE delivery_seq IN (SELECT seq FROM doomed)
-             ), removed AS (
-                DELETE FROM hookway_deliveries WHERE seq IN (SELECT seq FROM doomed)
-                RETURNING event_seq
-             ), events AS (
-                DELETE FROM hookway_events e
-                WHERE e.seq IN (SELECT event_seq FROM removed)
-                  AND NOT EXISTS (
-                    SELECT 1 FROM hookway_deliveries d
-                    WHERE d.event_seq = e.seq
-                      AND d.seq NOT IN (SELECT seq FROM doomed)
-                  )
-             )
-             SELECT count(*) FROM removed",
-        )
-        .bind(delivered)
-        .bind(failed)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(backend)?;
+        let chunk = i64::try_from(PRUNE_CHUNK).unwrap_or(i64::MAX);
+        let mut total = 0;
+        // A chunk per statement, so a large backlog is never one long
+        // transaction; rows another process is pruning are skipped.
+        loop {
+            let removed: i64 = sqlx::query_scalar(
+                "WITH doomed AS (
+                    SELECT seq, event_seq FROM hookway_deliveries
+                    WHERE (state = 'delivered' AND finished_at < $1)
+                       OR (state = 'failed' AND finished_at < $2)
+                    LIMIT $3
+                    FOR UPDATE SKIP LOCKED
+                 ), attempts AS (
+                    DELETE FROM hookway_attempts WHERE delivery_seq IN (SELECT seq FROM doomed)
+                 ), removed AS (
+                    DELETE FROM hookway_deliveries WHERE seq IN (SELECT seq FROM doomed)
+                    RETURNING event_seq
+                 ), events AS (
+                    DELETE FROM hookway_events e
+                    WHERE e.seq IN (SELECT event_seq FROM removed)
+                      AND NOT EXISTS (
+                        SELECT 1 FROM hookway_deliveries d
+                        WHERE d.event_seq = e.seq
+                          AND d.seq NOT IN (SELECT seq FROM doomed)
+                      )
+                 )
+                 SELECT count(*) FROM removed",
+            )
+            .bind(delivered)
+            .bind(failed)
+            .bind(chunk)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(backend)?;
+            let removed = usize::try_from(removed).unwrap_or(0);
+            total += removed;
+            if removed < PRUNE_CHUNK {
+                break;
+            }
+        }
         // Events left with no delivery that are older than the cut: those
         // that never had one (no endpoint matched), and any a concurrent
         // prune left behind (each statement sees its own snapshot).
         if let Some(cut) = prune.delivered_before {
-            sqlx::query(
-                "DELETE FROM hookway_events e WHERE e.created_at < $1
-                 AND NOT EXISTS (SELECT 1 FROM hookway_deliveries d WHERE d.event_seq = e.seq)",
-            )
-            .bind(nanos(cut))
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
+            loop {
+                let gone = sqlx::query(
+                    "DELETE FROM hookway_events WHERE seq IN (
+                        SELECT e.seq FROM hookway_events e WHERE e.created_at < $1
+                        AND NOT EXISTS (SELECT 1 FROM hookway_deliveries d
+                                        WHERE d.event_seq = e.seq)
+                        LIMIT $2
+                        FOR UPDATE SKIP LOCKED)",
+                )
+                .bind(nanos(cut))
+                .bind(chunk)
+                .execute(&self.pool)
+                .await
+                .map_err(backend)?
+                .rows_affected();
+                if gone < u64::try_from(PRUNE_CHUNK).unwrap_or(u64::MAX) {
+                    break;
+                }
+            }
         }
-        Ok(usize::try_from(removed).unwrap_or(0))
+        Ok(total)
     }
 
     async fn save(

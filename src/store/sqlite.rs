@@ -64,6 +64,9 @@ macro_rules! doomed {
     };
 }
 
+/// Deliveries removed per transaction by `prune`.
+const PRUNE_CHUNK: usize = 1000;
+
 /// The migrations, in order. Never edit one that has shipped: add another.
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("sqlite/0001_init.sql")),
@@ -532,59 +535,83 @@ impl Store for SqliteStore {
         // A cut of `None` matches nothing: no finish time is below it.
         let delivered = prune.delivered_before.map_or(i64::MIN, nanos);
         let failed = prune.failed_before.map_or(i64::MIN, nanos);
-        let mut tx = self.write().await?;
-        let events: Vec<i64> = sqlx::query_scalar(concat!(
-            "SELECT DISTINCT event_seq FROM hookway_deliveries WHERE ",
-            doomed!()
-        ))
-        .bind(delivered)
-        .bind(failed)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(backend)?;
-        sqlx::query(concat!(
-            "DELETE FROM hookway_attempts WHERE delivery_seq IN ",
-            "(SELECT seq FROM hookway_deliveries WHERE ",
-            doomed!(),
-            ")"
-        ))
-        .bind(delivered)
-        .bind(failed)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        let removed = sqlx::query(concat!("DELETE FROM hookway_deliveries WHERE ", doomed!()))
+        let chunk = i64::try_from(PRUNE_CHUNK).unwrap_or(i64::MAX);
+        let mut removed = 0;
+        // A chunk per transaction, so a large backlog does not hold the
+        // writer from the workers for the whole prune.
+        loop {
+            let mut tx = self.write().await?;
+            let doomed: Vec<(i64, i64)> = sqlx::query_as(concat!(
+                "SELECT seq, event_seq FROM hookway_deliveries WHERE ",
+                doomed!(),
+                " LIMIT ?3"
+            ))
             .bind(delivered)
             .bind(failed)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?
-            .rows_affected();
-        for seq in events {
-            sqlx::query(
-                "DELETE FROM hookway_events WHERE seq = ?
-                 AND NOT EXISTS (SELECT 1 FROM hookway_deliveries WHERE event_seq = ?)",
-            )
-            .bind(seq)
-            .bind(seq)
-            .execute(&mut *tx)
+            .bind(chunk)
+            .fetch_all(&mut *tx)
             .await
             .map_err(backend)?;
-        }
-        // Events that never had a delivery go once older than the cut.
-        if let Some(cut) = prune.delivered_before {
+            if doomed.is_empty() {
+                break;
+            }
+            let seqs = to_json(
+                &doomed.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+                "delivery list",
+            )?;
+            let mut events: Vec<i64> = doomed.iter().map(|(_, event)| *event).collect();
+            events.sort_unstable();
+            events.dedup();
+            for sql in [
+                "DELETE FROM hookway_attempts
+                 WHERE delivery_seq IN (SELECT value FROM json_each(?1))",
+                "DELETE FROM hookway_deliveries WHERE seq IN (SELECT value FROM json_each(?1))",
+            ] {
+                sqlx::query(sql)
+                    .bind(&seqs)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+            }
             sqlx::query(
-                "DELETE FROM hookway_events WHERE created_at < ?
+                "DELETE FROM hookway_events WHERE seq IN (SELECT value FROM json_each(?1))
                  AND NOT EXISTS (SELECT 1 FROM hookway_deliveries d
                                  WHERE d.event_seq = hookway_events.seq)",
             )
-            .bind(nanos(cut))
+            .bind(to_json(&events, "event list")?)
             .execute(&mut *tx)
             .await
             .map_err(backend)?;
+            tx.commit().await.map_err(backend)?;
+            removed += doomed.len();
+            if doomed.len() < PRUNE_CHUNK {
+                break;
+            }
         }
-        tx.commit().await.map_err(backend)?;
-        Ok(usize::try_from(removed).unwrap_or(usize::MAX))
+        // Events that never had a delivery go once older than the cut.
+        if let Some(cut) = prune.delivered_before {
+            loop {
+                let mut tx = self.write().await?;
+                let gone = sqlx::query(
+                    "DELETE FROM hookway_events WHERE seq IN (
+                        SELECT seq FROM hookway_events e WHERE created_at < ?1
+                        AND NOT EXISTS (SELECT 1 FROM hookway_deliveries d
+                                        WHERE d.event_seq = e.seq)
+                        LIMIT ?2)",
+                )
+                .bind(nanos(cut))
+                .bind(chunk)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?
+                .rows_affected();
+                tx.commit().await.map_err(backend)?;
+                if gone < u64::try_from(PRUNE_CHUNK).unwrap_or(u64::MAX) {
+                    break;
+                }
+            }
+        }
+        Ok(removed)
     }
 
     async fn save(
