@@ -14,7 +14,7 @@
 //! | `STORES_BENCH_EVENTS` | events per run, one endpoint [20000] |
 //! | `STORES_BENCH_FANOUT_EVENTS` | events per fan-out run (each to 10 endpoints) [3000] |
 //! | `STORES_BENCH_PAYLOAD` | payload bytes [4096] |
-//! | `STORES_BENCH_PUBLISHERS` | tasks publishing at once [8] |
+//! | `STORES_BENCH_PUBLISHERS` | tasks publishing at once, each waiting for its publish to commit [64] |
 //! | `STORES_BENCH_WORKERS`, `_IN_FLIGHT`, `_CLAIM_BATCH` | Outbox settings [4, 64, 64] |
 //! | `STORES_BENCH_CLAIM_ROWS` | pending rows for the claim-latency phase, timed in turns with 12 801 [1000000] |
 //! | `STORES_BENCH_PHASES` | `throughput`, `claim` [both] |
@@ -92,7 +92,7 @@ impl Config {
             events: env_usize("STORES_BENCH_EVENTS", pick(20_000, 500)).max(1),
             fanout_events: env_usize("STORES_BENCH_FANOUT_EVENTS", pick(3_000, 50)).max(1),
             payload: env_usize("STORES_BENCH_PAYLOAD", 4096),
-            publishers: env_usize("STORES_BENCH_PUBLISHERS", 8).max(1),
+            publishers: env_usize("STORES_BENCH_PUBLISHERS", 64).max(1),
             workers: env_usize("STORES_BENCH_WORKERS", 4).max(1),
             in_flight: env_usize("STORES_BENCH_IN_FLIGHT", 64).max(1),
             claim_batch: env_usize("STORES_BENCH_CLAIM_BATCH", 64).max(1),

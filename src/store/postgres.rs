@@ -8,12 +8,26 @@
 //! mid-attempt, its deliveries become claimable again when their leases
 //! expire, and another process sends them (delivery is at-least-once).
 //!
-//! # Round trips
+//! # Round trips and commits
 //!
 //! A claim is one transaction of two statements however many deliveries it
 //! takes (the selection, and one `UPDATE … FROM UNNEST(…)` for all of
-//! them); recording an attempt's result, with its attempt log row, is one
-//! statement. Payloads are stored once per event.
+//! them). Results the engine has gathered, with their attempt log rows, are
+//! one statement. Concurrent publishes are written together: each waits
+//! for one of two writer tasks, which writes whatever has queued up (up to
+//! 256 events with their deliveries) in one statement, so one commit serves
+//! them all. Payloads are stored once per event.
+//!
+//! # Durability
+//!
+//! A publish returns once its commit is on disk. Claims and results are
+//! committed with `synchronous_commit = off`: a crash of the database
+//! server (a sender crash loses nothing) can forget the last moments of
+//! them, and then those deliveries are sent again, which at-least-once
+//! delivery allows and receivers de-duplicate by message id.
+//! [`PostgresStore::with_synchronous_results`] makes them wait for the disk
+//! too; with a disk that takes milliseconds per flush, that caps how many
+//! batches a second the workers can record.
 //!
 //! # Schema
 //!
@@ -27,8 +41,13 @@
 //! Endpoint rows hold each endpoint's full
 //! [`EndpointRecord`](crate::endpoint::EndpointRecord), **signing secrets
 //! and credentials included**: restrict access to the tables accordingly.
-//! Processes cache endpoints and notice changes made by other processes
-//! through a revision number read with each lookup.
+//! Each process caches the endpoint list. Every endpoint write bumps the
+//! list's version (one row in `hookway_endpoint_version`) in the same
+//! statement; a publish's insert checks the version its fan-out was made
+//! from and refuses a stale one (the `Outbox` then reads the list again),
+//! and a claim reads it to hand over each delivery's endpoint as of the
+//! claim. [`Store::endpoint`] and [`Store::endpoints`] always read the
+//! database.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
