@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-#[cfg(test)]
+#[cfg(any(feature = "sqlite", feature = "postgres", test))]
 use http::header::HeaderValue;
 use http::header::{self, HeaderName};
 use http::HeaderMap;
@@ -130,6 +130,46 @@ impl fmt::Debug for InboxEntry {
             .field("body_len", &self.body.len())
             .finish()
     }
+}
+
+/// Headers as the SQL stores keep them: one `name: value` line each,
+/// ended by CRLF. Names are lowercase tokens and values never hold CR or
+/// LF, so the lines split back unambiguously; values need not be UTF-8.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn encode_headers(headers: &HeaderMap) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// Reads back what [`encode_headers`] wrote.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn decode_headers(mut bytes: &[u8]) -> Result<HeaderMap, String> {
+    let mut headers = HeaderMap::new();
+    while !bytes.is_empty() {
+        let end = bytes
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("a header line is not ended")?;
+        let line = &bytes[..end];
+        bytes = &bytes[end + 2..];
+        let colon = line
+            .iter()
+            .position(|b| *b == b':')
+            .ok_or("a header line has no name")?;
+        let name = HeaderName::from_bytes(&line[..colon]).map_err(|e| e.to_string())?;
+        let value = line[colon + 1..]
+            .strip_prefix(b" ")
+            .ok_or("a header line has no value")?;
+        let value = HeaderValue::from_bytes(value).map_err(|e| e.to_string())?;
+        headers.append(name, value);
+    }
+    Ok(headers)
 }
 
 /// The longest prefix of `text` that fits in [`MAX_ERROR_LEN`] bytes and
@@ -1159,6 +1199,29 @@ impl InboxStore for MemoryInbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    #[test]
+    fn headers_survive_their_encoding() {
+        let mut headers = HeaderMap::new();
+        headers.append("content-type", HeaderValue::from_static("application/json"));
+        headers.append("x-many", HeaderValue::from_static("one"));
+        headers.append("x-many", HeaderValue::from_static("two: with a colon"));
+        headers.append("x-raw", HeaderValue::from_bytes(b"caf\xe9 \t ok").unwrap());
+        headers.append("x-empty", HeaderValue::from_static(""));
+        let bytes = encode_headers(&headers);
+        assert_eq!(decode_headers(&bytes).unwrap(), headers);
+        assert_eq!(decode_headers(b"").unwrap(), HeaderMap::new());
+        for bad in [
+            &b"x-a: 1"[..],
+            b"no colon\r\n",
+            b"x-a:1\r\n",
+            b"bad name: 1\r\n",
+            b"x-a: \x01\r\n",
+        ] {
+            assert!(decode_headers(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn credentials_and_hop_by_hop_headers_are_not_kept() {

@@ -139,7 +139,7 @@
 mod allowlist;
 mod durable;
 mod idempotency;
-mod inbox;
+pub(crate) mod inbox;
 mod intake;
 mod response;
 mod route;

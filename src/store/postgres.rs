@@ -50,6 +50,7 @@ use crate::event::{EventType, MessageId};
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("postgres/0001_init.sql")),
     (2, include_str!("postgres/0002_idempotency.sql")),
+    (3, include_str!("postgres/0003_inbox.sql")),
 ];
 
 /// The advisory lock key migrations run under (`hookway` in ASCII).
@@ -123,6 +124,14 @@ impl PostgresStore {
     #[cfg(feature = "receive")]
     pub fn idempotency(&self) -> super::idempotency::SqlIdempotency<Self> {
         super::idempotency::SqlIdempotency::new(self.clone())
+    }
+
+    /// The receiving side's durable inbox in this database, shared by every
+    /// receiver process that connects to it (feature `receive`): give it to
+    /// `ReceiverBuilder::inbox`.
+    #[cfg(feature = "receive")]
+    pub fn inbox(&self) -> super::inbox::SqlInbox<Self> {
+        super::inbox::SqlInbox::new(self.clone())
     }
 
     /// The pool, for your own queries.
