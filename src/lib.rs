@@ -15,8 +15,8 @@
 //!   [`testing`] has a scripted one for tests.
 //! - [`clock`]: the one place that reads wall time.
 //! - `receive` (feature `receive`): the receiving pipeline, `Receiver`, with
-//!   de-duplication, typed routing and inline or queued processing; the
-//!   axum adapter (feature `axum`) serves it.
+//!   de-duplication, typed routing and inline, queued or durable-inbox
+//!   processing; the axum adapter (feature `axum`) serves it.
 //!
 //! `Signer` and `Verifier` share their names with RustCrypto's `signature`
 //! traits; if you use both, refer to these as `hookway::Signer` and

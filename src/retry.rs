@@ -941,14 +941,48 @@ impl RetryPolicy {
         let Outcome::Retryable { not_before, .. } = outcome else {
             return None;
         };
+        self.delay_after(failed_attempt, age, not_before.unwrap_or_default(), rng)
+    }
+
+    /// The delay before the next attempt after attempt `failed_attempt`
+    /// failed in a way worth retrying, or `None` to give up: the schedule
+    /// alone, for work that is not an HTTP request (a receiver's handler,
+    /// say). The same as [`next_delay`](Self::next_delay) with a
+    /// [`Retryable`](Outcome::Retryable) outcome and no `not_before`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use hookway::retry::{RetryPolicy, SplitMix64};
+    ///
+    /// let policy = RetryPolicy::raven();
+    /// let mut rng = SplitMix64::from_seed(1);
+    /// assert_eq!(policy.next_retry(1, Duration::ZERO, &mut rng), Some(Duration::from_secs(1)));
+    /// assert_eq!(policy.next_retry(4, Duration::from_secs(7), &mut rng), None);
+    /// ```
+    #[must_use]
+    pub fn next_retry<R: JitterRng + ?Sized>(
+        &self,
+        failed_attempt: u32,
+        age: Duration,
+        rng: &mut R,
+    ) -> Option<Duration> {
+        self.delay_after(failed_attempt, age, Duration::ZERO, rng)
+    }
+
+    fn delay_after<R: JitterRng + ?Sized>(
+        &self,
+        failed_attempt: u32,
+        age: Duration,
+        not_before: Duration,
+        rng: &mut R,
+    ) -> Option<Duration> {
         let attempt = failed_attempt.max(1);
         if attempt >= self.max_attempts() {
             return None;
         }
-        let delay = self
-            .strategy
-            .delay(attempt, rng)?
-            .max(not_before.unwrap_or_default());
+        let delay = self.strategy.delay(attempt, rng)?.max(not_before);
         match self.max_age {
             Some(max_age) if age.saturating_add(delay) > max_age => None,
             _ => Some(delay),

@@ -19,8 +19,9 @@
 //!    types over time ([`Unrouted`]);
 //! 6. **de-duplication** by message id through an [`IdempotencyStore`]: an
 //!    id processed before is acknowledged (200) without running the handler
-//!    again;
-//! 7. **the handler**, inline or on a queue ([`Processing`]).
+//!    again (with an inbox, the inbox itself: see below);
+//! 7. **the handler**, inline, on a queue, or from a durable inbox
+//!    ([`Processing`]).
 //!
 //! # Processing modes
 //!
@@ -43,9 +44,35 @@
 //! **In this mode a crash loses the events acknowledged but still in the
 //! queue**: the sender was told 202 and will not send them again by itself.
 //! Use it where that is acceptable, or where a sender can replay; inline
-//! processing, or the durable inbox that the database stores will provide,
-//! loses nothing. [`Receiver::shutdown`] drains the queue within a deadline
-//! and reports what it could not finish.
+//! processing, or the durable inbox, loses nothing. [`Receiver::shutdown`]
+//! drains the queue within a deadline and reports what it could not finish.
+//!
+//! **Durable inbox** ([`ReceiverBuilder::inbox`]): the verified request,
+//! with its id, type, body and headers (less credentials), is stored in an
+//! [`InboxStore`] in one insert that is also the de-duplication, and only
+//! once that insert has committed is it answered 202. An id already in the
+//! inbox is answered 200 without storing anything; a store that fails
+//! answers 503 with `Retry-After`, so nothing is acknowledged that was not
+//! stored. Worker tasks ([`InboxConfig::workers`]) claim due entries with a
+//! lease, rebuild the event for the same routes (typed or raw) and run the
+//! handler: success marks the entry processed; an error (or panic) is
+//! retried per [`InboxConfig::retry`], and an entry that keeps failing goes
+//! to a failed list ([`Receiver::inbox`], [`Inbox::failed`]), from which
+//! [`Inbox::replay`] brings it back. An entry whose type no longer has a
+//! route (the routes changed since it was stored) follows [`Unrouted`]:
+//! processed, or moved to the failed list. With a database store
+//! (`SqliteStore::inbox`, `PostgresStore::inbox`) **an acknowledged event
+//! survives a crash of the receiver**: the next process on the same
+//! database runs it, and a handler cut off mid-run runs again once its
+//! lease ends (handlers run at least once; make them idempotent, or keep
+//! the lease longer than they take). [`MemoryInbox`] keeps the same
+//! contract in memory, for tests: it is not durable.
+//!
+//! | mode | answered | a crash loses | pick it when |
+//! | --- | --- | --- | --- |
+//! | inline | 200 after the handler | nothing (the sender retries) | handlers are quick and the sender's timeout is generous |
+//! | queued | 202 once queued in memory | what was acknowledged and still queued | handlers are slow and a lost event is tolerable, or the sender can replay |
+//! | durable inbox | 202 once stored | nothing acknowledged | handlers are slow or flaky and every event matters |
 //!
 //! # Concurrent duplicates
 //!
@@ -110,7 +137,9 @@
 //! ```
 
 mod allowlist;
+mod durable;
 mod idempotency;
+pub(crate) mod inbox;
 mod intake;
 mod response;
 mod route;
@@ -129,28 +158,36 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::event::{Event, EventFilter, EventType, InvalidPattern, MessageId};
 
 pub use allowlist::{InvalidIpRange, IpAllowlist, IpRange, X_FORWARDED_FOR};
+pub use durable::{Inbox, InboxConfig};
 pub use idempotency::{
     Began, IdempotencyError, IdempotencyStore, MemoryIdempotencyStore, DEFAULT_CAPACITY,
     DEFAULT_CLAIM_TIMEOUT, DEFAULT_TTL,
+};
+pub use inbox::{
+    ClaimedEntry, EntryState, EntryStatus, FailedCursor, FailedEntry, InboxClaim, InboxEntry,
+    InboxError, InboxStore, MemoryInbox, Stored, MAX_ERROR_LEN,
 };
 pub use intake::{Admitted, Envelope, Intake, Source, DEFAULT_MAX_BODY};
 pub use response::{Accepted, Malformed, Rejection};
 pub use route::{HandlerError, HandlerResult, IntoFilter, RawEvent};
 
+use durable::InboxShared;
 use idempotency::DynStore;
+use inbox::DynInbox;
 use route::{Job, Raw, Route, Typed};
 
 /// The default `Retry-After` of a 503: 5 seconds.
 pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
 
-/// How handlers run: inline, or on a queue after the request is
-/// acknowledged. See [the module docs](self#processing-modes).
+/// How handlers run: inline, on a queue after the request is
+/// acknowledged, or from a durable inbox. See
+/// [the module docs](self#processing-modes).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Processing(Mode);
 
@@ -162,6 +199,7 @@ enum Mode {
         capacity: usize,
         workers: usize,
     },
+    Durable,
 }
 
 impl Processing {
@@ -178,9 +216,22 @@ impl Processing {
         Self(Mode::Queued { capacity, workers })
     }
 
+    /// The request is acknowledged (202) once its event is stored in an
+    /// inbox, and workers run the handlers from there, with retries and a
+    /// failed list. Set by [`ReceiverBuilder::inbox`], which gives the
+    /// inbox store.
+    pub const fn durable() -> Self {
+        Self(Mode::Durable)
+    }
+
     /// Whether handlers run inline.
     pub const fn is_inline(&self) -> bool {
         matches!(self.0, Mode::Inline)
+    }
+
+    /// Whether handlers run from a durable inbox.
+    pub const fn is_durable(&self) -> bool {
+        matches!(self.0, Mode::Durable)
     }
 }
 
@@ -209,8 +260,9 @@ pub enum Notice {
         event_type: EventType,
         /// What the handler returned.
         error: Arc<dyn std::error::Error + Send + Sync>,
-        /// Whether the event had been acknowledged already (queued
-        /// processing): then only a redelivery brings it back.
+        /// Whether the event had been acknowledged already: with queued
+        /// processing only a redelivery brings it back; with an inbox it
+        /// is retried per its schedule, then moved to the failed list.
         acknowledged: bool,
     },
     /// An acknowledged event was still queued, or its handler still
@@ -228,6 +280,29 @@ pub enum Notice {
         id: MessageId,
         /// The store's error.
         error: Arc<IdempotencyError>,
+    },
+    /// An inbox entry was moved to the failed list: its handler failed on
+    /// every run the retry policy allowed, or it could not be run at all.
+    /// [`Inbox::replay`] makes it due again.
+    GaveUp {
+        /// The message id.
+        id: MessageId,
+        /// The event type.
+        event_type: EventType,
+        /// The handler runs recorded, this one included.
+        attempts: u32,
+        /// Why, as stored with the entry.
+        error: Arc<str>,
+    },
+    /// The inbox store failed while a worker claimed entries or recorded a
+    /// result, or a result was refused because its claim was lost
+    /// ([`InboxError::Conflict`]). An unrecorded claim's entry is claimed
+    /// again once its lease ends.
+    InboxFailed {
+        /// The entry concerned, if the failure was about one.
+        id: Option<MessageId>,
+        /// The store's error.
+        error: Arc<InboxError>,
     },
 }
 
@@ -251,7 +326,10 @@ pub struct ShutdownReport {
     /// Whether every worker finished within the deadline.
     pub drained: bool,
     /// Acknowledged events not processed: still queued, or cut off when the
-    /// deadline passed. Each was reported as [`Notice::Unprocessed`].
+    /// deadline passed. Each was reported as [`Notice::Unprocessed`]. With
+    /// an inbox, these are the handlers cut off: their entries stay in the
+    /// inbox, due again at once (entries no worker had claimed are not
+    /// counted; they wait in the inbox too).
     pub unfinished: usize,
 }
 
@@ -271,10 +349,16 @@ pub enum BuildError {
     /// [`Unrouted::Reject`] needs a 4xx or 5xx status.
     #[error("status {0} cannot reject an event; use a 4xx or 5xx")]
     UnroutedStatus(StatusCode),
-    /// Queued processing starts worker tasks, so the receiver must be built
-    /// inside a tokio runtime.
-    #[error("queued processing must be set up inside a tokio runtime")]
+    /// Queued and durable processing start worker tasks, so the receiver
+    /// must be built inside a tokio runtime.
+    #[error("queued or durable processing must be set up inside a tokio runtime")]
     NoRuntime,
+    /// The inbox settings do not fit: an invalid [`InboxConfig`], durable
+    /// processing without an inbox store, an inbox with another processing
+    /// mode, or an inbox with an idempotency store (the inbox
+    /// de-duplicates by itself).
+    #[error("invalid inbox setup: {0}")]
+    Inbox(&'static str),
 }
 
 /// Sets up a [`Receiver`]: its routes, store, processing mode and
@@ -287,6 +371,8 @@ pub struct ReceiverBuilder {
     unrouted: Unrouted,
     store: Option<Box<dyn DynStore>>,
     processing: Processing,
+    inbox: Option<Box<dyn DynInbox>>,
+    inbox_config: InboxConfig,
     observers: Vec<Arc<dyn ReceiveObserver>>,
     retry_after: Duration,
 }
@@ -339,7 +425,8 @@ impl ReceiverBuilder {
     }
 
     /// De-duplicates with `store` (default: a
-    /// [`MemoryIdempotencyStore::new`]).
+    /// [`MemoryIdempotencyStore::new`]). Not with an [`inbox`](Self::inbox),
+    /// which de-duplicates by itself.
     pub fn idempotency(mut self, store: impl IdempotencyStore) -> Self {
         self.store = Some(Box::new(store));
         self
@@ -348,6 +435,71 @@ impl ReceiverBuilder {
     /// Sets the processing mode (default: [`Processing::inline`]).
     pub fn processing(mut self, processing: Processing) -> Self {
         self.processing = processing;
+        self
+    }
+
+    /// Processes from a durable inbox in `store`
+    /// ([`Processing::durable`]; see
+    /// [the module docs](self#processing-modes)): each verified request is
+    /// stored, with its id, before it is answered 202, and
+    /// [`InboxConfig::workers`] tasks run the handlers from the store,
+    /// retrying failures and moving what keeps failing to a failed list
+    /// ([`Receiver::inbox`]).
+    ///
+    /// The inbox is the de-duplication: an id already in it is answered 200
+    /// and not stored again, so no [`idempotency`](Self::idempotency) store
+    /// is used (setting one is an error).
+    ///
+    /// Use a database store (`SqliteStore::inbox`, `PostgresStore::inbox`)
+    /// for events that must survive a crash; [`MemoryInbox`] is not
+    /// durable.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use hookway::clock::{Clock, SystemClock};
+    /// use hookway::receive::{Accepted, MemoryInbox, Receiver};
+    /// use hookway::{Event, EventType, Scheme, Secret, Signer, Verifier};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let secret = Secret::base64("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?;
+    /// let (done, mut handled) = tokio::sync::mpsc::unbounded_channel();
+    /// let receiver = Receiver::builder(Verifier::new(Scheme::standard(), secret.clone())?)
+    ///     .on("ticket.*", move |event: Event| {
+    ///         let done = done.clone();
+    ///         async move {
+    ///             let _ = done.send(event.id);
+    ///             Ok(())
+    ///         }
+    ///     })
+    ///     .inbox(MemoryInbox::new())
+    ///     .build()?;
+    ///
+    /// let event = Event::new(EventType::new("ticket.created")?, serde_json::json!({"id": "tkt_1"}));
+    /// let (body, headers) =
+    ///     Signer::new(Scheme::standard(), secret)?.sign_event(&event, SystemClock.now())?;
+    /// let mut request = http::Request::post("/webhooks").body(bytes::Bytes::from(body))?;
+    /// *request.headers_mut() = headers;
+    ///
+    /// // Stored, then acknowledged; a worker runs the handler.
+    /// let accepted = receiver.receive(request, None).await?;
+    /// assert_eq!(accepted, Accepted::Queued);
+    /// assert_eq!(accepted.status(), 202);
+    /// assert_eq!(handled.recv().await, Some(event.id));
+    ///
+    /// receiver.shutdown(Duration::from_secs(5)).await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn inbox(mut self, store: impl InboxStore) -> Self {
+        self.inbox = Some(Box::new(store));
+        self.processing = Processing::durable();
+        self
+    }
+
+    /// Sets how the inbox workers run (default: [`InboxConfig::default`]).
+    pub fn inbox_config(mut self, config: InboxConfig) -> Self {
+        self.inbox_config = config;
         self
     }
 
@@ -375,6 +527,29 @@ impl ReceiverBuilder {
                 return Err(BuildError::UnroutedStatus(status));
             }
         }
+        match (&self.inbox, self.processing.is_durable()) {
+            (Some(_), false) => {
+                return Err(BuildError::Inbox(
+                    "an inbox store is set but processing is not durable",
+                ))
+            }
+            (None, true) => {
+                return Err(BuildError::Inbox(
+                    "durable processing needs an inbox store (ReceiverBuilder::inbox)",
+                ))
+            }
+            (Some(_), true) if self.store.is_some() => {
+                return Err(BuildError::Inbox(
+                    "the inbox de-duplicates by itself; an idempotency store is not used with it",
+                ))
+            }
+            (Some(_), true) => self.inbox_config.check().map_err(BuildError::Inbox)?,
+            (None, false) => {}
+        }
+        let routing = Arc::new(Routing {
+            routes: self.routes,
+            unrouted: self.unrouted,
+        });
         let shared = Arc::new(Shared {
             store: self
                 .store
@@ -383,8 +558,39 @@ impl ReceiverBuilder {
             intake: self.intake.clone(),
             orphans: Mutex::new(Vec::new()),
         });
+        let mut durable = None;
         let queue = match self.processing.0 {
             Mode::Inline => None,
+            Mode::Durable => {
+                let runtime =
+                    tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
+                let Some(store) = self.inbox else {
+                    return Err(BuildError::Inbox("durable processing needs an inbox store"));
+                };
+                let workers = self.inbox_config.workers;
+                let inbox = Arc::new(InboxShared::new(
+                    store,
+                    self.inbox_config,
+                    self.intake.clone(),
+                ));
+                let (stop, stopped) = watch::channel(false);
+                let handles = (0..workers)
+                    .map(|_| {
+                        runtime.spawn(durable::work(
+                            Arc::clone(&inbox),
+                            Arc::clone(&routing),
+                            Arc::clone(&shared),
+                            stopped.clone(),
+                        ))
+                    })
+                    .collect();
+                durable = Some(Durable {
+                    inbox,
+                    stop,
+                    workers: Mutex::new(handles),
+                });
+                None
+            }
             Mode::Queued { capacity, workers } => {
                 if capacity == 0 {
                     return Err(BuildError::Queue("the capacity must be at least 1"));
@@ -412,10 +618,10 @@ impl ReceiverBuilder {
         Ok(Receiver {
             inner: Arc::new(Inner {
                 intake: self.intake,
-                routes: self.routes,
-                unrouted: self.unrouted,
+                routing,
                 shared,
                 queue,
+                durable,
                 processing: self.processing,
                 closed: AtomicBool::new(false),
                 retry_after: self.retry_after,
@@ -434,6 +640,7 @@ impl fmt::Debug for ReceiverBuilder {
             )
             .field("unrouted", &self.unrouted)
             .field("processing", &self.processing)
+            .field("inbox_config", &self.inbox_config)
             .finish_non_exhaustive()
     }
 }
@@ -451,13 +658,37 @@ pub struct Receiver {
 
 struct Inner {
     intake: Intake,
-    routes: Vec<(EventFilter, Box<dyn Route>)>,
-    unrouted: Unrouted,
+    routing: Arc<Routing>,
     shared: Arc<Shared>,
     queue: Option<Queue>,
+    durable: Option<Durable>,
     processing: Processing,
     closed: AtomicBool,
     retry_after: Duration,
+}
+
+/// The routes, which inbox workers use as well as the request path.
+struct Routing {
+    routes: Vec<(EventFilter, Box<dyn Route>)>,
+    unrouted: Unrouted,
+}
+
+impl Routing {
+    fn route(&self, event_type: &EventType) -> Option<&dyn Route> {
+        self.routes
+            .iter()
+            .find(|(filter, _)| filter.matches(event_type))
+            .map(|(_, route)| &**route)
+    }
+}
+
+/// Durable processing: the inbox and its workers.
+struct Durable {
+    inbox: Arc<InboxShared>,
+    /// Tells the workers to stop; dropped with the receiver, which stops
+    /// them too.
+    stop: watch::Sender<bool>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
 }
 
 /// What the request path and the workers both use.
@@ -605,6 +836,8 @@ impl Receiver {
             unrouted: Unrouted::default(),
             store: None,
             processing: Processing::default(),
+            inbox: None,
+            inbox_config: InboxConfig::default(),
             observers: Vec::new(),
             retry_after: DEFAULT_RETRY_AFTER,
         }
@@ -618,6 +851,12 @@ impl Receiver {
     /// The processing mode.
     pub fn processing(&self) -> Processing {
         self.inner.processing
+    }
+
+    /// The durable inbox (failed list, replay, pruning), if the receiver
+    /// processes from one.
+    pub fn inbox(&self) -> Option<Inbox> {
+        self.inner.durable.as_ref().map(|d| d.inbox.handle())
     }
 
     /// Handles one request from `peer` (needed only with an allowlist).
@@ -675,9 +914,20 @@ impl Receiver {
             });
         }
         let admitted = inner.intake.admit(&headers, &body, peer)?;
-        let Some(route) = inner.route(&admitted.event_type) else {
+        let Some(route) = inner.routing.route(&admitted.event_type) else {
             return inner.unrouted(admitted);
         };
+        if let Some(durable) = &inner.durable {
+            // The payload must fit its route before it is stored: a 400 now
+            // tells the sender, a failure in a worker would not.
+            route.check(&admitted, &body)?;
+            let entry = InboxEntry::received(admitted, &headers, body);
+            let task = Arc::clone(&durable.inbox).accept(entry, inner.retry_after);
+            return match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => Finish::new(task, runtime).await,
+                Err(_) => task.await,
+            };
+        }
         let (id, event_type, now) = (
             admitted.id.clone(),
             admitted.event_type.clone(),
@@ -697,6 +947,12 @@ impl Receiver {
     /// unprocessed is reported as [`Notice::Unprocessed`] and its id given
     /// back.
     ///
+    /// With an inbox, the workers finish the handlers they are running for
+    /// up to `deadline` and claim nothing more; handlers still running then
+    /// are stopped, reported as [`Notice::Unprocessed`], and their entries
+    /// made due again at once (no run is counted). Nothing leaves the
+    /// inbox: the next receiver on the same store processes what is left.
+    ///
     /// With inline processing, requests in flight finish with the server
     /// that runs them.
     ///
@@ -705,6 +961,9 @@ impl Receiver {
     pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
         let inner = &self.inner;
         inner.closed.store(true, Ordering::Release);
+        if let Some(durable) = &inner.durable {
+            return self.shutdown_durable(durable, deadline).await;
+        }
         let Some(queue) = &inner.queue else {
             return ShutdownReport {
                 drained: true,
@@ -750,18 +1009,40 @@ impl Receiver {
             unfinished: left.len(),
         }
     }
+
+    /// [`shutdown`](Self::shutdown) of durable processing: the workers
+    /// finish the handlers they are running, claim nothing more, and those
+    /// still running at the deadline are stopped and their claims given
+    /// back. Whatever is in the inbox stays there.
+    async fn shutdown_durable(&self, durable: &Durable, deadline: Duration) -> ShutdownReport {
+        durable.stop.send_replace(true);
+        let mut handles = std::mem::take(&mut *lock(&durable.workers));
+        let drained = tokio::time::timeout(deadline, async {
+            for handle in handles.iter_mut() {
+                let _ = handle.await;
+            }
+        })
+        .await
+        .is_ok();
+        if !drained {
+            for handle in &handles {
+                handle.abort();
+            }
+            for handle in handles {
+                let _ = handle.await;
+            }
+        }
+        let unfinished = durable.inbox.release_running(&self.inner.shared).await;
+        ShutdownReport {
+            drained,
+            unfinished,
+        }
+    }
 }
 
 impl Inner {
-    fn route(&self, event_type: &EventType) -> Option<&dyn Route> {
-        self.routes
-            .iter()
-            .find(|(filter, _)| filter.matches(event_type))
-            .map(|(_, route)| &**route)
-    }
-
     fn unrouted(&self, admitted: Admitted) -> Result<Accepted, Rejection> {
-        match self.unrouted {
+        match self.routing.unrouted {
             Unrouted::Acknowledge => {
                 tracing::info!(
                     id = %admitted.id,
@@ -902,9 +1183,14 @@ impl fmt::Debug for Receiver {
             .field("intake", &inner.intake)
             .field(
                 "routes",
-                &inner.routes.iter().map(|(f, _)| f).collect::<Vec<_>>(),
+                &inner
+                    .routing
+                    .routes
+                    .iter()
+                    .map(|(f, _)| f)
+                    .collect::<Vec<_>>(),
             )
-            .field("unrouted", &inner.unrouted)
+            .field("unrouted", &inner.routing.unrouted)
             .field("processing", &inner.processing)
             .field("closed", &inner.closed.load(Ordering::Relaxed))
             .finish_non_exhaustive()

@@ -10,6 +10,7 @@ use crate::error::{JsonError, VerifyError};
 use crate::event::{EventType, InvalidEventType, InvalidMessageId, MessageId};
 
 use super::idempotency::IdempotencyError;
+use super::inbox::InboxError;
 
 /// A request the receiver accepted; every variant answers 2xx, so the
 /// sender stops retrying.
@@ -18,7 +19,10 @@ use super::idempotency::IdempotencyError;
 pub enum Accepted {
     /// The handler ran and succeeded (inline processing): 200.
     Processed,
-    /// The event is queued for a worker (acknowledge-then-process): 202.
+    /// The event is queued for a worker: on the in-memory queue
+    /// ([`Processing::queued`](super::Processing::queued)), or stored in
+    /// the inbox ([`Processing::durable`](super::Processing::durable)):
+    /// 202.
     Queued,
     /// The id was processed before; the handler did not run again: 200.
     Duplicate,
@@ -97,7 +101,7 @@ pub enum Malformed {
 /// | 403 | [`Forbidden`](Self::Forbidden): outside the allowlist |
 /// | 413 | [`PayloadTooLarge`](Self::PayloadTooLarge) |
 /// | 500 | [`HandlerFailed`](Self::HandlerFailed), [`Internal`](Self::Internal); [`Unverified`](Self::Unverified) with no active key |
-/// | 503 + `Retry-After` | [`InProgress`](Self::InProgress), [`QueueFull`](Self::QueueFull), [`ShuttingDown`](Self::ShuttingDown) |
+/// | 503 + `Retry-After` | [`InProgress`](Self::InProgress), [`QueueFull`](Self::QueueFull), [`ShuttingDown`](Self::ShuttingDown), [`Inbox`](Self::Inbox) |
 /// | 503 | [`Store`](Self::Store): the idempotency store failed or is full |
 /// | chosen | [`Unrouted`](Self::Unrouted), when the receiver rejects unknown types |
 ///
@@ -165,6 +169,17 @@ pub enum Rejection {
     /// asked to retry.
     #[error(transparent)]
     Store(IdempotencyError),
+    /// The inbox could not store the event (a backend failure, or a full
+    /// [`MemoryInbox`](super::MemoryInbox)). Nothing was stored and the
+    /// handler will not run, so the sender is asked to retry.
+    #[error("the event could not be stored in the inbox: {error}")]
+    Inbox {
+        /// The inbox's error.
+        #[source]
+        error: InboxError,
+        /// The delay suggested to the sender.
+        retry_after: Duration,
+    },
     /// The receiver failed in a way that is not the request's fault.
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -178,9 +193,10 @@ impl Rejection {
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::Unverified(e) => e.status(),
             Self::Malformed(_) | Self::BodyUnreadable => StatusCode::BAD_REQUEST,
-            Self::InProgress { .. } | Self::QueueFull { .. } | Self::ShuttingDown { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::InProgress { .. }
+            | Self::QueueFull { .. }
+            | Self::ShuttingDown { .. }
+            | Self::Inbox { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::HandlerFailed | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Unrouted { status, .. } => *status,
@@ -204,7 +220,7 @@ impl Rejection {
             Self::ShuttingDown { .. } => "shutting down, retry later",
             Self::HandlerFailed => "handler failed",
             Self::Unrouted { .. } => "unknown event type",
-            Self::Store(_) => "unavailable, retry later",
+            Self::Store(_) | Self::Inbox { .. } => "unavailable, retry later",
             Self::Internal(_) => "internal error",
         }
     }
@@ -214,7 +230,8 @@ impl Rejection {
         match self {
             Self::InProgress { retry_after, .. }
             | Self::QueueFull { retry_after }
-            | Self::ShuttingDown { retry_after } => Some(*retry_after),
+            | Self::ShuttingDown { retry_after }
+            | Self::Inbox { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }

@@ -127,6 +127,11 @@ impl Job {
 
 /// A route's handler with its payload type erased.
 pub(crate) trait Route: Send + Sync + 'static {
+    /// Checks that the payload fits, without building the handler's work:
+    /// durable processing answers 400 for a payload that does not, before
+    /// storing anything, and prepares the job when a worker runs it.
+    fn check(&self, admitted: &Admitted, body: &[u8]) -> Result<(), Malformed>;
+
     /// Parses the payload (the request thread answers 400 if it does not
     /// fit) and returns the handler's work.
     fn prepare(
@@ -157,6 +162,10 @@ where
     H: Fn(Event<T>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = HandlerResult> + Send + 'static,
 {
+    fn check(&self, admitted: &Admitted, body: &[u8]) -> Result<(), Malformed> {
+        admitted.decode::<T>(body).map(drop)
+    }
+
     fn prepare(
         &self,
         admitted: Admitted,
@@ -182,6 +191,10 @@ where
     H: Fn(RawEvent) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = HandlerResult> + Send + 'static,
 {
+    fn check(&self, _admitted: &Admitted, _body: &[u8]) -> Result<(), Malformed> {
+        Ok(())
+    }
+
     fn prepare(
         &self,
         admitted: Admitted,

@@ -16,6 +16,12 @@ pub mod conformance;
     doc(cfg(all(feature = "receive", any(feature = "sqlite", feature = "postgres"))))
 )]
 pub mod idempotency;
+#[cfg(all(feature = "receive", any(feature = "sqlite", feature = "postgres")))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(all(feature = "receive", any(feature = "sqlite", feature = "postgres"))))
+)]
+pub mod inbox;
 mod memory;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]

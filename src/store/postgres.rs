@@ -74,6 +74,7 @@ use crate::event::{EventType, MessageId};
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("postgres/0001_init.sql")),
     (2, include_str!("postgres/0002_idempotency.sql")),
+    (3, include_str!("postgres/0003_inbox.sql")),
 ];
 
 /// The advisory lock key migrations run under (`hookway` in ASCII).
@@ -212,6 +213,14 @@ impl PostgresStore {
     pub fn with_synchronous_results(mut self, synchronous: bool) -> Self {
         self.synchronous_results = synchronous;
         self
+    }
+
+    /// The receiving side's durable inbox in this database, shared by every
+    /// receiver process that connects to it (feature `receive`): give it to
+    /// `ReceiverBuilder::inbox`.
+    #[cfg(feature = "receive")]
+    pub fn inbox(&self) -> super::inbox::SqlInbox<Self> {
+        super::inbox::SqlInbox::new(self.clone())
     }
 
     /// The pool, for your own queries.

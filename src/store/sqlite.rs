@@ -71,6 +71,7 @@ const PRUNE_CHUNK: usize = 1000;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("sqlite/0001_init.sql")),
     (2, include_str!("sqlite/0002_idempotency.sql")),
+    (3, include_str!("sqlite/0003_inbox.sql")),
 ];
 
 /// The durable, embedded store; see the [module documentation](self).
@@ -175,6 +176,13 @@ impl SqliteStore {
     #[cfg(feature = "receive")]
     pub fn idempotency(&self) -> super::idempotency::SqlIdempotency<Self> {
         super::idempotency::SqlIdempotency::new(self.clone())
+    }
+
+    /// The receiving side's durable inbox in this database (feature
+    /// `receive`): give it to `ReceiverBuilder::inbox`.
+    #[cfg(feature = "receive")]
+    pub fn inbox(&self) -> super::inbox::SqlInbox<Self> {
+        super::inbox::SqlInbox::new(self.clone())
     }
 
     async fn write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
