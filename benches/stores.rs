@@ -543,8 +543,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 /// A SQLite store with `rows` pending deliveries.
-async fn sqlite_with(rows: usize) -> (SqliteStore, PathBuf) {
-    let path = sqlite_path(&format!("claim_{rows}"));
+async fn sqlite_with(name: &str, rows: usize) -> (SqliteStore, PathBuf) {
+    let path = sqlite_path(&format!("claim_{name}"));
     let store = SqliteStore::open(&path).await.expect("sqlite");
     seed(&store).await;
     let started = Instant::now();
@@ -580,8 +580,8 @@ async fn sqlite_with(rows: usize) -> (SqliteStore, PathBuf) {
 
 /// A Postgres store, in a schema of its own, with `rows` pending
 /// deliveries.
-async fn postgres_with(config: &Config, rows: usize) -> PostgresStore {
-    let store = postgres_store(&config.postgres, &format!("hookway_bench_claim_{rows}"), 4).await;
+async fn postgres_with(config: &Config, name: &str, rows: usize) -> PostgresStore {
+    let store = postgres_store(&config.postgres, &format!("hookway_bench_claim_{name}"), 4).await;
     seed(&store).await;
     let started = Instant::now();
     sqlx::query(
@@ -615,8 +615,8 @@ async fn claim_latency(config: &Config) -> Vec<(Kind, usize, Vec<Duration>)> {
     let many = config.claim_rows.max(samples * batch + 1);
     let mut results = Vec::new();
     if config.stores.contains(&Kind::Sqlite) {
-        let (small, small_path) = sqlite_with(few).await;
-        let (large, large_path) = sqlite_with(many).await;
+        let (small, small_path) = sqlite_with("few", few).await;
+        let (large, large_path) = sqlite_with("many", many).await;
         let [a, b] = time_claims([&small, &large], samples, batch).await;
         results.push((Kind::Sqlite, few, a));
         results.push((Kind::Sqlite, many, b));
@@ -626,14 +626,14 @@ async fn claim_latency(config: &Config) -> Vec<(Kind, usize, Vec<Duration>)> {
         }
     }
     if config.stores.contains(&Kind::Postgres) {
-        let small = postgres_with(config, few).await;
-        let large = postgres_with(config, many).await;
+        let small = postgres_with(config, "few", few).await;
+        let large = postgres_with(config, "many", many).await;
         let [a, b] = time_claims([&small, &large], samples, batch).await;
         results.push((Kind::Postgres, few, a));
         results.push((Kind::Postgres, many, b));
-        for (store, rows) in [(small, few), (large, many)] {
+        for (store, name) in [(small, "few"), (large, "many")] {
             store.pool().close().await;
-            drop_schema(config, &format!("hookway_bench_claim_{rows}")).await;
+            drop_schema(config, &format!("hookway_bench_claim_{name}")).await;
         }
     }
     results
