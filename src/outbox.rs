@@ -662,9 +662,11 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
         // from a cache and refuse the event if the list changed meanwhile:
         // then the fan-out is made again from a fresh list.
         let mut tries = 0;
+        let mut notes;
         let inserted = loop {
             let list = self.inner.store.publish_endpoints().await?;
-            let deliveries = self.fan_out(&event, &list.endpoints, now).await?;
+            let deliveries;
+            (deliveries, notes) = self.fan_out(&event, &list.endpoints, now).await?;
             tries += 1;
             let version = if tries < PUBLISH_TRIES {
                 list.version
@@ -681,6 +683,11 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
                 result => break result?,
             }
         };
+        if matches!(inserted, Inserted::New(_)) {
+            for note in notes.drain(..) {
+                self.emit(note);
+            }
+        }
         // With a claim delay, one wake-up serves every publish until the
         // woken worker claims (it clears the flag first, so a publish that
         // finds it set is stored before that claim reads).
@@ -702,9 +709,10 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
         event: &StoredEvent,
         endpoints: &[Arc<Endpoint>],
         now: OffsetDateTime,
-    ) -> Result<Vec<Delivery>, StoreError> {
+    ) -> Result<(Vec<Delivery>, Vec<Notification>), StoreError> {
         let channels: Vec<&str> = event.channels.iter().map(String::as_str).collect();
         let mut deliveries = Vec::new();
+        let mut notes = Vec::new();
         for endpoint in endpoints {
             if !endpoint.wants(&event.event_type, &channels) {
                 continue;
@@ -717,11 +725,11 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
                 now,
             );
             if !endpoint.is_enabled() {
-                self.hold_or_fail(&mut delivery, endpoint.id(), now).await?;
+                notes.extend(self.hold_or_fail(&mut delivery, endpoint.id(), now).await?);
             }
             deliveries.push(delivery);
         }
-        Ok(deliveries)
+        Ok((deliveries, notes))
     }
 
     /// Holds a new delivery for a disabled endpoint, or fails it unsent if
@@ -731,23 +739,22 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
         delivery: &mut Delivery,
         endpoint: &EndpointId,
         now: OffsetDateTime,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<Notification>, StoreError> {
         if let Some(limit) = self.inner.config.max_held_per_endpoint {
             let held = self.inner.store.held_count(endpoint).await?;
             if held >= usize::try_from(limit).unwrap_or(usize::MAX) {
                 // A fresh delivery is pending, so this cannot fail.
                 let _ = delivery.fail_held(now, limit);
-                self.emit(Notification::DeliveryFailed {
+                return Ok(Some(Notification::DeliveryFailed {
                     delivery: delivery.id().clone(),
                     endpoint: endpoint.clone(),
                     reason: FailureReason::HoldLimit { limit },
-                });
-                return Ok(());
+                }));
             }
         }
         // A fresh pending delivery can always be held.
         let _ = delivery.hold(now);
-        Ok(())
+        Ok(None)
     }
 
     /// With the first in-flight permit taken, takes what more are free and
@@ -1258,6 +1265,7 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
             .ok_or_else(|| OutboxError::NotFound(format!("endpoint {endpoint}")))?;
         let now = self.now();
         let mut deliveries = Vec::new();
+        let mut notes = Vec::new();
         for event in store.events_since(since).await? {
             let channels: Vec<&str> = event.channels.iter().map(String::as_str).collect();
             if !target.wants(&event.event_type, &channels) {
@@ -1271,12 +1279,15 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
                 now,
             );
             if !target.is_enabled() {
-                self.hold_or_fail(&mut delivery, endpoint, now).await?;
+                notes.extend(self.hold_or_fail(&mut delivery, endpoint, now).await?);
             }
             deliveries.push(delivery);
         }
         let ids = deliveries.iter().map(|d| d.id().clone()).collect();
         store.insert_deliveries(deliveries).await?;
+        for note in notes {
+            self.emit(note);
+        }
         self.inner.wake.notify_waiters();
         Ok(ids)
     }
@@ -1522,9 +1533,14 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
                     () = tokio::time::sleep(delay) => {}
                     _ = phase.changed() => {}
                 }
+                // Told to stop meanwhile: claim nothing more.
+                if *phase.borrow() != Phase::Running {
+                    continue;
+                }
             }
             self.inner.claim_pending.store(false, Ordering::Release);
             let claimed = self.claim(slot).await;
+            let mut claim_failed = false;
             match claimed {
                 Ok(Some((mut permits, units, drained))) => {
                     for unit in units {
@@ -1541,9 +1557,11 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
                     // A store error: wait as if idle and try again; claims
                     // made meanwhile expire if the problem persists.
                     tracing::warn!(%error, "claiming deliveries failed");
+                    claim_failed = true;
                 }
             }
             let wait = match self.inner.store.next_due().await {
+                _ if claim_failed => self.inner.config.idle_poll,
                 Ok(Some(at)) => (at - self.now())
                     .try_into()
                     .unwrap_or(Duration::ZERO)

@@ -523,11 +523,16 @@ async fn a_handler_that_keeps_failing_ends_on_the_failed_list_and_replay_runs_it
 // Storage failures
 // ---------------------------------------------------------------------------
 
-/// A memory inbox whose `accept` fails while `down` is set.
-#[derive(Clone)]
+/// A memory inbox whose `accept` fails while `down` is set, and whose
+/// `claim_due` fails while `claims_down` is set (counting those, and
+/// signalling `spinning` at the 50th).
+#[derive(Clone, Default)]
 struct Flaky {
     inner: MemoryInbox,
     down: Arc<AtomicBool>,
+    claims_down: Arc<AtomicBool>,
+    failed_claims: Arc<AtomicUsize>,
+    spinning: Arc<Notify>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -542,13 +547,21 @@ impl InboxStore for Flaky {
         self.inner.accept(entry).await
     }
 
-    fn claim_due(
+    async fn claim_due(
         &self,
         now: OffsetDateTime,
         lease: Duration,
         limit: usize,
-    ) -> impl Future<Output = Result<Vec<ClaimedEntry>, InboxError>> + Send {
-        self.inner.claim_due(now, lease, limit)
+    ) -> Result<Vec<ClaimedEntry>, InboxError> {
+        if self.claims_down.load(Ordering::SeqCst) {
+            // Give the runtime a turn, as a real store's I/O would.
+            tokio::task::yield_now().await;
+            if self.failed_claims.fetch_add(1, Ordering::SeqCst) + 1 == 50 {
+                self.spinning.notify_one();
+            }
+            return Err(InboxError::Backend(Box::new(DiskFull)));
+        }
+        self.inner.claim_due(now, lease, limit).await
     }
 
     fn complete(
@@ -621,6 +634,45 @@ impl InboxStore for Flaky {
     }
 }
 
+/// A worker whose claims fail (a read-only or full database) while an
+/// entry is due waits `idle_poll` before trying again, rather than
+/// retrying at once, for as long as the store keeps failing.
+#[tokio::test(start_paused = true)]
+async fn a_worker_waits_after_a_failed_claim() {
+    let clock = TokioClock::new();
+    let store = Flaky {
+        claims_down: Arc::new(AtomicBool::new(true)),
+        ..Flaky::default()
+    };
+    let entry = InboxEntry::new(
+        id("msg_due"),
+        EventType::new("ticket.created").unwrap(),
+        None,
+        clock.now(),
+        HeaderMap::new(),
+        Bytes::from_static(b"{}"),
+    );
+    assert_eq!(store.inner.accept(&entry).await.unwrap(), Stored::New);
+    let mut config = config(1, 3);
+    config.idle_poll = Duration::from_secs(1);
+    let receiver = Receiver::builder(intake(clock))
+        .on("ticket.*", |_: Event| async { Ok(()) })
+        .inbox(store.clone())
+        .inbox_config(config)
+        .build()
+        .unwrap();
+    tokio::select! {
+        () = store.spinning.notified() => panic!(
+            "the worker retried a failing claim 50 times without waiting"
+        ),
+        () = tokio::time::sleep(Duration::from_millis(3500)) => {}
+    }
+    // One claim at start, then one a second.
+    let failed = store.failed_claims.load(Ordering::SeqCst);
+    assert!((3..=5).contains(&failed), "{failed} claims in 3.5 s");
+    receiver.shutdown(Duration::from_secs(1)).await;
+}
+
 #[tokio::test]
 async fn a_storage_error_answers_503_with_retry_after_and_nothing_is_handled() {
     let clock = TokioClock::new();
@@ -636,6 +688,7 @@ async fn a_storage_error_answers_503_with_retry_after_and_nothing_is_handled() {
         .inbox(Flaky {
             inner: inbox.clone(),
             down: Arc::clone(&down),
+            ..Flaky::default()
         })
         .retry_after(Duration::from_secs(30))
         .build()

@@ -365,3 +365,132 @@ async fn asynchronous_results_leave_the_connections_synchronous() {
         store.pool().close().await;
     }
 }
+
+/// A publish writer that ends without finishing (its runtime shut down
+/// mid-write) gives its place back: publishes on a new runtime are written,
+/// not left waiting for writers that are gone.
+#[test]
+fn publishes_survive_their_writers_runtime_shutting_down() {
+    let Some(url) = url() else { return };
+    let first = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = first.block_on(fresh_in(&url));
+    // Many publishes at once, and the runtime goes away once some are
+    // written and more are being written.
+    let written = std::sync::Arc::new(AtomicUsize::new(0));
+    first.block_on(async {
+        for n in 0..400 {
+            let (store, written) = (store.clone(), std::sync::Arc::clone(&written));
+            tokio::spawn(async move {
+                let _ = store
+                    .insert_event(event(n), vec![delivery_of(n, 0, "ep_a")])
+                    .await;
+                written.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        while written.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+    });
+    assert!(
+        written.load(Ordering::SeqCst) < 400,
+        "every publish was written already"
+    );
+    first.shutdown_timeout(Duration::ZERO);
+    let second = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // A publish made while the old runtime's writers are still going away
+    // may fail (its statement ran on a runtime being shut down), as a
+    // caller would see any backend error, and is retried; none waits for
+    // ever, and one soon succeeds.
+    let inserted = second.block_on(async {
+        let mut outcomes = Vec::new();
+        for _ in 0..5 {
+            // A guard against waiting forever, not a measurement.
+            let outcome = tokio::time::timeout(
+                Duration::from_secs(30),
+                store.insert_event(event(1000), vec![delivery_of(1000, 0, "ep_a")]),
+            )
+            .await
+            .expect("a publish waited 30 s for a writer that is gone");
+            match outcome {
+                Ok(inserted) => return inserted,
+                Err(error) => outcomes.push(error.to_string()),
+            }
+        }
+        panic!("five publishes in a row failed: {outcomes:?}")
+    });
+    // New, or a duplicate of a try whose statement committed after all.
+    assert_eq!(inserted.ids().len(), 1);
+    let stored = second.block_on(store.event(&event(1000).id)).unwrap();
+    assert!(stored.is_some(), "the event is stored");
+}
+
+/// A publish made again because another process changed the endpoints
+/// reports only the deliveries it stored: a delivery that failed at once
+/// (its endpoint disabled, its hold queue full) is notified once, and only
+/// if it was stored.
+#[cfg(feature = "outbox")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_made_again_notifies_only_what_it_stored() {
+    use std::sync::{Arc, Mutex};
+
+    use hookway::outbox::{Notification, Outbox, OutboxConfig};
+
+    let Some(url) = url() else { return };
+    let ours = fresh_in(&url).await;
+    let theirs = PostgresStore::from_pool(ours.pool().clone()).await.unwrap();
+    let mut config = OutboxConfig::default();
+    config.max_held_per_endpoint = Some(0);
+    let outbox = Outbox::with_config(
+        ours.clone(),
+        hookway::testing::ScriptedDispatcher::new(),
+        config,
+        hookway::clock::SystemClock,
+    );
+    let failed: Arc<Mutex<Vec<DeliveryId>>> = Arc::default();
+    let seen = Arc::clone(&failed);
+    outbox.subscribe(move |n: &Notification| {
+        if let Notification::DeliveryFailed { delivery, .. } = n {
+            seen.lock().unwrap().push(delivery.clone());
+        }
+    });
+    // A disabled endpoint that holds nothing: each delivery made for it
+    // fails unsent, with a notification.
+    let mut off = endpoint("ep_a");
+    off.set_enabled(false);
+    outbox.add_endpoint(off).await.unwrap();
+    let ty = EventType::from_static("ticket.created");
+    outbox
+        .publish(
+            "msg_1".parse().unwrap(),
+            ty.clone(),
+            &serde_json::json!({}),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(failed.lock().unwrap().len(), 1);
+    // Another process adds an endpoint: this one's cached list is stale,
+    // and the next publish is made twice.
+    theirs.put_endpoint(endpoint("ep_b")).await.unwrap();
+    let ids = outbox
+        .publish("msg_2".parse().unwrap(), ty, &serde_json::json!({}), &[])
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 2);
+    let notified = failed.lock().unwrap().clone();
+    assert_eq!(notified.len(), 2, "one failure per publish: {notified:?}");
+    for id in &notified {
+        assert!(
+            ours.delivery(id).await.unwrap().is_some(),
+            "a failure was notified for {id}, which was never stored"
+        );
+    }
+}

@@ -416,6 +416,7 @@ pub(super) async fn work(
         tokio::pin!(notified);
         notified.as_mut().enable();
         let now = inbox.now();
+        let mut claim_failed = false;
         match inbox.store.claim_due(now, inbox.config.lease, 1).await {
             Ok(claimed) if !claimed.is_empty() => {
                 for claimed in claimed {
@@ -424,10 +425,14 @@ pub(super) async fn work(
                 continue;
             }
             Ok(_) => {}
-            Err(error) => inbox.store_failed(&shared, None, error),
+            Err(error) => {
+                inbox.store_failed(&shared, None, error);
+                claim_failed = true;
+            }
         }
         let poll = inbox.config.idle_poll;
         let wait = match inbox.store.next_due().await {
+            _ if claim_failed => poll,
             Ok(Some(at)) => Duration::try_from(at - inbox.now())
                 .unwrap_or(Duration::ZERO)
                 .min(poll),

@@ -122,7 +122,17 @@ struct Publish {
     event: StoredEvent,
     deliveries: Vec<Delivery>,
     version: Option<u64>,
-    reply: oneshot::Sender<Result<Inserted, StoreError>>,
+    reply: oneshot::Sender<Answer>,
+}
+
+/// What a writer answers a waiting publish.
+enum Answer {
+    /// The publish's result.
+    Written(Result<Inserted, StoreError>),
+    /// The publish, handed back unwritten: the last writer stopped (its
+    /// runtime shut down), and the caller, which is running, queues it
+    /// again with a writer of its own.
+    Orphaned(StoredEvent, Vec<Delivery>, Option<u64>),
 }
 
 /// Deliveries removed per statement by `prune`.
@@ -130,6 +140,9 @@ const PRUNE_CHUNK: usize = 1000;
 
 /// Publishes written at once by one statement, at most.
 const MAX_PUBLISH_BATCH: usize = 256;
+/// Payload bytes written by one statement, at most (a batch always takes
+/// its first publish, whatever its size).
+const MAX_PUBLISH_BATCH_BYTES: usize = 16 * 1024 * 1024;
 /// Statements writing publishes at once, at most. While they run, new
 /// publishes queue up and go together in the next one.
 const PUBLISH_WRITERS: usize = 2;
@@ -352,15 +365,20 @@ impl PostgresStore {
             return None;
         }
         let mut batch: Vec<Publish> = Vec::new();
+        let mut bytes = 0;
         let mut later = VecDeque::new();
         while let Some(publish) = queue.waiting.pop_front() {
-            if batch.len() == MAX_PUBLISH_BATCH {
+            let size = publish.event.payload.len();
+            if batch.len() == MAX_PUBLISH_BATCH
+                || (!batch.is_empty() && bytes + size > MAX_PUBLISH_BATCH_BYTES)
+            {
                 later.push_back(publish);
                 break;
             }
             if batch.iter().any(|p| p.event.id == publish.event.id) {
                 later.push_back(publish);
             } else {
+                bytes += size;
                 batch.push(publish);
             }
         }
@@ -372,26 +390,38 @@ impl PostgresStore {
     /// A writer: writes waiting publishes, a batch per statement, until
     /// none wait.
     async fn write_publishes(self) {
-        // Answers what is left if this task unwinds, so no publish waits
-        // for a writer that is gone.
-        struct Stop(PostgresStore);
+        // Gives the writer slot back if this task ends other than by
+        // finding the queue empty (a panic, or its runtime shutting down),
+        // and hands what waits back to its callers if no writer is left to
+        // write it. The batch being written, if any, is answered with an
+        // error as its replies drop: whether it was stored is unknown (a
+        // publish again finds it, if it was).
+        struct Stop(PostgresStore, bool);
         impl Drop for Stop {
             fn drop(&mut self) {
-                if std::thread::panicking() {
-                    let mut queue = lock(&self.0.shared.publishes);
-                    queue.writers -= 1;
+                if self.1 {
+                    return;
+                }
+                let mut queue = lock(&self.0.shared.publishes);
+                queue.writers -= 1;
+                if queue.writers == 0 {
                     for publish in queue.waiting.drain(..) {
-                        let _ = publish.reply.send(Err(StoreError::Backend(
-                            "the publish writer stopped".into(),
-                        )));
+                        let Publish {
+                            event,
+                            deliveries,
+                            version,
+                            reply,
+                        } = publish;
+                        let _ = reply.send(Answer::Orphaned(event, deliveries, version));
                     }
                 }
             }
         }
-        let stop = Stop(self);
+        let mut stop = Stop(self, false);
         while let Some(batch) = stop.0.next_publishes() {
             stop.0.insert_events(batch).await;
         }
+        stop.1 = true;
     }
 
     /// Writes a batch of publishes in one statement and answers each.
@@ -399,15 +429,15 @@ impl PostgresStore {
         match self.try_insert_events(&batch).await {
             Ok(results) => {
                 for (publish, result) in batch.into_iter().zip(results) {
-                    let _ = publish.reply.send(result);
+                    let _ = publish.reply.send(Answer::Written(result));
                 }
             }
             Err(error) => {
                 let message = error.to_string();
                 for publish in batch {
-                    let _ = publish
-                        .reply
-                        .send(Err(StoreError::Backend(message.clone().into())));
+                    let _ = publish.reply.send(Answer::Written(Err(StoreError::Backend(
+                        message.clone().into(),
+                    ))));
                 }
             }
         }
@@ -463,7 +493,10 @@ impl PostgresStore {
                 SELECT i.id, i.event_type, i.channels, i.payload, i.created_at
                 FROM input i, current
                 WHERE i.expected IS NULL OR i.expected = current.version
-                ORDER BY i.n
+                -- Every writer takes the unique index's entries in one
+                -- order, so two batches holding the same ids cannot
+                -- deadlock.
+                ORDER BY i.id
                 ON CONFLICT (id) DO NOTHING
                 RETURNING seq, id
              ), deliveries AS (
@@ -765,27 +798,36 @@ impl Store for PostgresStore {
         // writer task, which writes whatever has queued up in one
         // statement. The task, not this future, owns the write, so a
         // publish whose caller gives up is written whole or not at all.
-        let (reply, answer) = oneshot::channel();
-        let start_writer = {
-            let mut queue = lock(&self.shared.publishes);
-            queue.waiting.push_back(Publish {
-                event,
-                deliveries,
-                version,
-                reply,
-            });
-            let start = queue.writers < PUBLISH_WRITERS;
-            if start {
-                queue.writers += 1;
+        let (mut event, mut deliveries, mut version) = (event, deliveries, version);
+        loop {
+            let (reply, answer) = oneshot::channel();
+            let start_writer = {
+                let mut queue = lock(&self.shared.publishes);
+                queue.waiting.push_back(Publish {
+                    event,
+                    deliveries,
+                    version,
+                    reply,
+                });
+                let start = queue.writers < PUBLISH_WRITERS;
+                if start {
+                    queue.writers += 1;
+                }
+                start
+            };
+            if start_writer {
+                tokio::spawn(self.clone().write_publishes());
             }
-            start
-        };
-        if start_writer {
-            tokio::spawn(self.clone().write_publishes());
+            match answer.await {
+                Ok(Answer::Written(result)) => return result,
+                Ok(Answer::Orphaned(e, d, v)) => (event, deliveries, version) = (e, d, v),
+                Err(_) => {
+                    return Err(StoreError::Backend(
+                        "the publish writer stopped while writing".into(),
+                    ))
+                }
+            }
         }
-        answer
-            .await
-            .unwrap_or_else(|_| Err(StoreError::Backend("the publish writer stopped".into())))
     }
 
     async fn event(&self, id: &MessageId) -> Result<Option<StoredEvent>, StoreError> {
