@@ -275,14 +275,14 @@ impl PostgresStore {
     }
 
     /// The endpoints of claimed deliveries from the cached list, if it is
-    /// at `version`.
+    /// at `version` or newer.
     fn listed_endpoints(
         &self,
         version: i64,
         ids: &[&EndpointId],
     ) -> Option<Vec<Option<Arc<Endpoint>>>> {
         let list = lock(&self.shared.list);
-        let listed = list.as_ref().filter(|listed| listed.version == version)?;
+        let listed = list.as_ref().filter(|listed| listed.version >= version)?;
         Some(
             ids.iter()
                 .map(|id| listed.by_id.get(*id).cloned())
