@@ -5,7 +5,8 @@
 //!
 //! Run with `cargo bench --bench stores --features outbox,reqwest,sqlite,postgres`.
 //! Postgres is reached at `HOOKWAY_BENCH_POSTGRES_URL` (default
-//! `postgres://postgres@127.0.0.1:5432/test`), in a schema of the bench's
+//! `postgres://postgres@127.0.0.1:5432/test?sslmode=disable`: the server is
+//! on loopback, where TLS would only add its CPU), in a schema of the bench's
 //! own that is dropped and made again for every run.
 //!
 //! | variable | meaning [default] |
@@ -108,8 +109,9 @@ impl Config {
                 })
                 .collect(),
             scenarios: list("STORES_BENCH_SCENARIOS", "single,fanout"),
-            postgres: std::env::var("HOOKWAY_BENCH_POSTGRES_URL")
-                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned()),
+            postgres: std::env::var("HOOKWAY_BENCH_POSTGRES_URL").unwrap_or_else(|_| {
+                "postgres://postgres@127.0.0.1:5432/test?sslmode=disable".to_owned()
+            }),
         }
     }
 

@@ -102,6 +102,8 @@ struct Shared {
     list: Mutex<Option<Listed>>,
     /// Publishes waiting for a writer.
     publishes: Mutex<PublishQueue>,
+    /// Held while a publish reads the endpoint list into the cache.
+    reading: tokio::sync::Mutex<()>,
 }
 
 /// The endpoint list read at `version`.
@@ -773,6 +775,13 @@ impl Store for PostgresStore {
     async fn publish_endpoints(&self) -> Result<EndpointList, StoreError> {
         // The cached list if it is at the newest version this process has
         // seen; the insert checks that it is still the database's.
+        if let Some((version, endpoints)) = self.cached_list(None) {
+            return Ok(EndpointList::new(endpoints, u64::try_from(version).ok()));
+        }
+        // One read at a time: publishes that find the cache stale together
+        // (at start, or after an endpoint change) wait for the first one's
+        // read rather than each reading the list.
+        let _reading = self.shared.reading.lock().await;
         let (version, endpoints) = match self.cached_list(None) {
             Some(listed) => listed,
             None => self.read_endpoints().await?,
