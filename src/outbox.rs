@@ -666,20 +666,25 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
         let inserted = loop {
             let list = self.inner.store.publish_endpoints().await?;
             let deliveries;
-            (deliveries, notes) = self.fan_out(&event, &list.endpoints, now).await?;
+            (deliveries, notes) = self.fan_out(&event, channels, &list.endpoints, now).await?;
             tries += 1;
-            let version = if tries < PUBLISH_TRIES {
-                list.version
-            } else {
-                None
+            // Without a version the store cannot refuse the event, so it is
+            // handed over rather than copied; the last try goes without.
+            let version = list.version.filter(|_| tries < PUBLISH_TRIES);
+            let Some(version) = version else {
+                break self
+                    .inner
+                    .store
+                    .insert_event_at(event, deliveries, None)
+                    .await?;
             };
             match self
                 .inner
                 .store
-                .insert_event_at(event.clone(), deliveries, version)
+                .insert_event_at(event.clone(), deliveries, Some(version))
                 .await
             {
-                Err(StoreError::EndpointsChanged) if tries < PUBLISH_TRIES => {}
+                Err(StoreError::EndpointsChanged) => {}
                 result => break result?,
             }
         };
@@ -707,14 +712,14 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
     async fn fan_out(
         &self,
         event: &StoredEvent,
+        channels: &[&str],
         endpoints: &[Arc<Endpoint>],
         now: OffsetDateTime,
     ) -> Result<(Vec<Delivery>, Vec<Notification>), StoreError> {
-        let channels: Vec<&str> = event.channels.iter().map(String::as_str).collect();
         let mut deliveries = Vec::new();
         let mut notes = Vec::new();
         for endpoint in endpoints {
-            if !endpoint.wants(&event.event_type, &channels) {
+            if !endpoint.wants(&event.event_type, channels) {
                 continue;
             }
             let mut delivery = Delivery::new(
