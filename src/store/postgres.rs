@@ -363,7 +363,7 @@ impl PostgresStore {
     fn next_publishes(&self) -> Option<Vec<Publish>> {
         let mut queue = lock(&self.shared.publishes);
         if queue.waiting.is_empty() {
-            queue.writers -= 1;
+            queue.writers = queue.writers.saturating_sub(1);
             return None;
         }
         let mut batch: Vec<Publish> = Vec::new();
@@ -405,7 +405,7 @@ impl PostgresStore {
                     return;
                 }
                 let mut queue = lock(&self.0.shared.publishes);
-                queue.writers -= 1;
+                queue.writers = queue.writers.saturating_sub(1);
                 if queue.writers == 0 {
                     for publish in queue.waiting.drain(..) {
                         let Publish {
