@@ -662,21 +662,20 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
         // from a cache and refuse the event if the list changed meanwhile:
         // then the fan-out is made again from a fresh list.
         let mut tries = 0;
-        let mut notes;
-        let inserted = loop {
+        let (inserted, notes) = loop {
             let list = self.inner.store.publish_endpoints().await?;
-            let deliveries;
-            (deliveries, notes) = self.fan_out(&event, channels, &list.endpoints, now).await?;
+            let (deliveries, notes) = self.fan_out(&event, channels, &list.endpoints, now).await?;
             tries += 1;
             // Without a version the store cannot refuse the event, so it is
             // handed over rather than copied; the last try goes without.
             let version = list.version.filter(|_| tries < PUBLISH_TRIES);
             let Some(version) = version else {
-                break self
+                let inserted = self
                     .inner
                     .store
                     .insert_event_at(event, deliveries, None)
                     .await?;
+                break (inserted, notes);
             };
             match self
                 .inner
@@ -685,11 +684,12 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
                 .await
             {
                 Err(StoreError::EndpointsChanged) => {}
-                result => break result?,
+                result => break (result?, notes),
             }
         };
+        // Failures of deliveries that were stored, not of earlier tries.
         if matches!(inserted, Inserted::New(_)) {
-            for note in notes.drain(..) {
+            for note in notes {
                 self.emit(note);
             }
         }
@@ -875,14 +875,15 @@ impl<S: Store, D: Dispatcher> Outbox<S, D> {
         let mut batched: Vec<Unit> = Vec::new();
         for item in claimed {
             let id = item.delivery.endpoint_id();
-            let endpoint = match (&item.endpoint, endpoints.iter().find(|(e, _)| e == id)) {
-                (Some(endpoint), _) => endpoint.clone(),
-                (None, Some((_, endpoint))) => endpoint.clone(),
-                (None, None) => {
-                    let endpoint = self.inner.store.endpoint(id).await?;
-                    endpoints.push((id.clone(), endpoint.clone()));
-                    endpoint
-                }
+            // As the claim handed it over, else read once per call.
+            let endpoint = if let Some(endpoint) = &item.endpoint {
+                endpoint.clone()
+            } else if let Some((_, endpoint)) = endpoints.iter().find(|(e, _)| e == id) {
+                endpoint.clone()
+            } else {
+                let endpoint = self.inner.store.endpoint(id).await?;
+                endpoints.push((id.clone(), endpoint.clone()));
+                endpoint
             };
             let batching = endpoint.as_ref().and_then(|e| e.batching());
             match batching {
